@@ -1,0 +1,217 @@
+"""What ModelPort adds on the way to a model, measured side by side in one run.
+
+A fast fake OpenAI upstream runs in its own process; the same load goes straight to it and through
+ModelPort (gateway + Redis + openai_compat worker), all on this machine:
+
+1. concurrency 1: added time to first token and added total latency (p50/p99);
+2. concurrency 50: streamed requests per second, p99, and CPU of gateway + worker + Redis per request;
+3. 1,000 concurrent slow streams held by one gateway process: its RSS, its Redis connections, and
+   whether any text was lost or reordered.
+
+Run with ``make bench`` (or ``python -m bench.overhead --help`` for the sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import orjson
+import psutil
+import redis
+
+from tests.servers import Process, RedisServer, free_port, wait_for_port
+from tests.system import System
+from tests.upstreams.openai_server import WORDS
+
+MESSAGES = [{"role": "user", "content": "benchmark"}]
+UPSTREAM_FAST = "chunks-64"
+
+
+@dataclass
+class Timing:
+    ttft: float
+    total: float
+    text: str
+
+
+async def stream_once(session: aiohttp.ClientSession, url: str, token: str, model: str) -> Timing:
+    started = time.perf_counter()
+    ttft = 0.0
+    parts: list[str] = []
+    body = {"model": model, "messages": MESSAGES, "stream": True}
+    async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+        response.raise_for_status()
+        async for raw in response.content:
+            line = raw.strip()
+            if not line.startswith(b"data: {"):
+                continue
+            if not ttft:
+                ttft = time.perf_counter() - started
+            parts.append(line.decode())
+    text = "".join(_content(part) for part in parts)
+    return Timing(ttft, time.perf_counter() - started, text)
+
+
+def _content(frame: str) -> str:
+    choices = orjson.loads(frame[6:]).get("choices") or [{}]
+    return str(choices[0].get("delta", {}).get("content") or "")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def sequential(targets: dict[str, tuple[str, str]], token: str, count: int) -> dict[str, list[Timing]]:
+    """``targets`` maps a label to (URL, model); requests alternate between them."""
+    results: dict[str, list[Timing]] = {name: [] for name in targets}
+    async with aiohttp.ClientSession() as session:
+        for url, model in targets.values():
+            await stream_once(session, url, token, model)
+        for _ in range(count):
+            for name, (url, model) in targets.items():
+                results[name].append(await stream_once(session, url, token, model))
+    return results
+
+
+async def concurrent(url: str, token: str, model: str, count: int, concurrency: int) -> tuple[float, list[Timing]]:
+    timings: list[Timing] = []
+    queue = iter(range(count))
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
+        async def client() -> None:
+            for _ in queue:
+                timings.append(await stream_once(session, url, token, model))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return time.perf_counter() - started, timings
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+@dataclass
+class Bench:
+    system: System
+    gateway: str
+    upstream: str
+    token: str
+    processes: dict[str, psutil.Process]
+
+
+def start(root: Path, redis_server: RedisServer, slow_delay_ms: int, slow_chunks: int) -> Bench:
+    upstream_port = free_port()
+    upstream = Process(["tests.upstreams.openai_server", "--port", str(upstream_port)], {}, root / "upstream.log")
+    wait_for_port(upstream_port)
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    system = System(f"sqlite:///{root / 'bench.db'}", redis_server.url, root, MODELPORT_LOG_LEVEL="WARNING")
+    system.processes.append(upstream)
+    system.cli("llm", "add", "fast", "--backend", "openai_compat", "--base-url", upstream_url,
+               "--upstream-model", UPSTREAM_FAST, "--concurrency", "256", "--max-queue", "4096")
+    system.cli("llm", "add", "slow", "--backend", "openai_compat", "--base-url", upstream_url,
+               "--upstream-model", f"slow-{slow_delay_ms}-{slow_chunks}", "--concurrency", "2000",
+               "--max-queue", "4096")
+    system.cli("group", "add", "bench")
+    system.cli("group", "grant", "bench", "slow")
+    token = system.user_with_token("fast")
+    gateway = system.gateway()
+    gateway_pid = system.processes[-1].handle.pid
+    fast_worker, _slow_worker = system.workers("fast", "slow")
+    assert redis_server.process is not None
+    processes = {"gateway": psutil.Process(gateway_pid), "redis": psutil.Process(redis_server.process.pid),
+                 "worker": psutil.Process(fast_worker.handle.pid)}
+    return Bench(system, gateway, upstream_url, token, processes)
+
+
+def report_sequential(bench: Bench, count: int) -> None:
+    targets = {"direct": (f"{bench.upstream}/chat/completions", UPSTREAM_FAST),
+               "modelport": (f"{bench.gateway}/v1/chat/completions", "fast")}
+    results = asyncio.run(sequential(targets, bench.token, count))
+    direct, through = results["direct"], results["modelport"]
+    print(f"\n== concurrency 1, {count} streamed requests of 64 chunks each (interleaved)")
+    for label, key in (("time to first token", "ttft"), ("total latency", "total")):
+        d = [getattr(t, key) for t in direct]
+        m = [getattr(t, key) for t in through]
+        print(f"{label:>20}: direct p50 {pct(d, .5):6.2f} ms p99 {pct(d, .99):6.2f} ms | modelport p50 "
+              f"{pct(m, .5):6.2f} ms p99 {pct(m, .99):6.2f} ms | added p50 {pct(m, .5) - pct(d, .5):+6.2f} ms "
+              f"p99 {pct(m, .99) - pct(d, .99):+6.2f} ms")
+    assert all(t.text == direct[0].text for t in through), "modelport changed the text"
+
+
+def report_concurrent(bench: Bench, count: int, concurrency: int) -> None:
+    print(f"\n== concurrency {concurrency}, {count} streamed requests of 64 chunks each")
+    elapsed, direct = asyncio.run(concurrent(f"{bench.upstream}/chat/completions", bench.token, UPSTREAM_FAST,
+                                             count, concurrency))
+    print(f"  direct:    {count / elapsed:7.1f} req/s   p99 {pct([t.total for t in direct], .99):7.1f} ms")
+    before = {name: cpu_seconds([bench.processes[name]]) for name in ("gateway", "worker", "redis")}
+    elapsed, through = asyncio.run(concurrent(f"{bench.gateway}/v1/chat/completions", bench.token, "fast", count,
+                                              concurrency))
+    spent = {name: cpu_seconds([bench.processes[name]]) - before[name] for name in before}
+    print(f"  modelport: {count / elapsed:7.1f} req/s   p99 {pct([t.total for t in through], .99):7.1f} ms")
+    print("  CPU per request: " + ", ".join(f"{name} {spent[name] / count * 1000:.2f} ms" for name in spent)
+          + f"; together {sum(spent.values()) / count * 1000:.2f} ms")
+    expected = direct[0].text
+    assert all(t.text == expected for t in through), "text lost or reordered under load"
+
+
+def report_slow_streams(bench: Bench, streams: int, delay_ms: int, chunks: int) -> None:
+    print(f"\n== {streams} concurrent slow streams ({chunks} chunks, {delay_ms} ms apart) on one gateway")
+    token = bench.system.user_with_token("slow")
+    gateway = bench.processes["gateway"]
+    client = redis.Redis.from_url(bench.system.redis_url)
+    peaks = {"rss": 0, "connections": 0}
+
+    async def watch(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            peaks["rss"] = max(peaks["rss"], gateway.memory_info().rss)
+            names = [entry["name"] for entry in client.client_list()]
+            peaks["connections"] = max(peaks["connections"], sum(name.startswith("mp-gateway-") for name in names))
+            await asyncio.sleep(0.5)
+
+    async def run() -> tuple[float, list[Timing]]:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch(stop))
+        result = await concurrent(f"{bench.gateway}/v1/chat/completions", token, "slow", streams, streams)
+        stop.set()
+        await watcher
+        return result
+
+    elapsed, timings = asyncio.run(run())
+    expected = "".join(WORDS[i % len(WORDS)] for i in range(chunks))
+    lost = sum(t.text != expected for t in timings)
+    print(f"  completed {len(timings)} streams in {elapsed:.1f} s; streams with lost/reordered text: {lost}")
+    print(f"  gateway RSS peak {peaks['rss'] / 2**20:.0f} MB; gateway Redis connections peak {peaks['connections']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequential", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--slow-delay-ms", type=int, default=500)
+    parser.add_argument("--slow-chunks", type=int, default=20)
+    args = parser.parse_args()
+    redis_server = RedisServer()
+    redis_server.start()
+    root = Path(tempfile.mkdtemp(prefix="modelport-bench-"))
+    bench = start(root, redis_server, args.slow_delay_ms, args.slow_chunks)
+    try:
+        report_sequential(bench, args.sequential)
+        report_concurrent(bench, args.requests, args.concurrency)
+        report_slow_streams(bench, args.streams, args.slow_delay_ms, args.slow_chunks)
+    finally:
+        bench.system.stop()
+        redis_server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Password checks against an LDAP directory (ldap3): bind as the user, read their groups. Every value
+put into a DN or a filter is escaped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ldap3
+from ldap3.abstract.entry import Entry
+from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult, LDAPSocketOpenError
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+
+from modelport.admin.settings import AdminSettings
+
+
+class DirectoryUnreachable(Exception):
+    """The LDAP server did not answer; local accounts still work."""
+
+
+@dataclass(frozen=True)
+class DirectoryUser:
+    dn: str
+    display_name: str
+    email: str | None
+    groups: frozenset[str]
+
+
+def check_password(settings: AdminSettings, username: str, password: str) -> DirectoryUser | None:
+    """The user if the directory accepts the password, None if it refuses it (blocking: run in a thread)."""
+    if not password:
+        return None
+    dn = settings.ldap_user_dn_template.format(username=escape_rdn(username))
+    server = ldap3.Server(settings.ldap_url, connect_timeout=settings.ldap_timeout_s)
+    try:
+        connection = ldap3.Connection(server, user=dn, password=password, auto_bind=True,
+                                      receive_timeout=max(1, round(settings.ldap_timeout_s)), raise_exceptions=True)
+    except (LDAPBindError, LDAPInvalidCredentialsResult):
+        return None
+    except (LDAPSocketOpenError, LDAPException) as exc:
+        raise DirectoryUnreachable(str(exc)) from exc
+    try:
+        connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["cn", "mail"])
+        entry = connection.entries[0] if connection.entries else None
+        group_filter = settings.ldap_group_filter.format(user_dn=escape_filter_chars(dn))
+        connection.search(settings.ldap_group_base, group_filter, attributes=["cn"])
+        groups = frozenset(str(group.cn) for group in connection.entries)
+    except LDAPException as exc:
+        raise DirectoryUnreachable(str(exc)) from exc
+    finally:
+        connection.unbind()
+    display = _first(entry, "cn") or username
+    email = _first(entry, "mail")
+    return DirectoryUser(dn=dn, display_name=display, email=email, groups=groups)
+
+
+def _first(entry: Entry | None, attribute: str) -> str | None:
+    """The first value of an entry's attribute, if it has one."""
+    if entry is None or attribute not in entry or not entry[attribute].values:
+        return None
+    return str(entry[attribute].values[0])
+
+
+def still_listed(settings: AdminSettings, username: str) -> bool:
+    """Whether the directory still has an entry for the user (an anonymous base search of their DN)."""
+    dn = settings.ldap_user_dn_template.format(username=escape_rdn(username))
+    server = ldap3.Server(settings.ldap_url, connect_timeout=settings.ldap_timeout_s)
+    try:
+        connection = ldap3.Connection(server, auto_bind=True, receive_timeout=max(1, round(settings.ldap_timeout_s)))
+        found = connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE)
+        connection.unbind()
+    except LDAPException as exc:
+        raise DirectoryUnreachable(str(exc)) from exc
+    return bool(found)

@@ -1,0 +1,165 @@
+"""The CLI's directory commands: users, groups, grants, LLMs and tokens, with the change announced."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from modelport.db import directory
+from modelport.db.engine import create_engine, session_factory
+from modelport.db.tables import LimitScope, utcnow
+from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.invalidation import announce_change
+from modelport.settings import CommonSettings
+from modelport.workers.backends.registry import validate_config
+
+log = logging.getLogger(__name__)
+ACTOR = "cli"
+
+
+async def in_session(settings: CommonSettings, action: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
+    """Run one directory change and tell the gateways about it."""
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            result = await action(session)
+    finally:
+        await engine.dispose()
+    try:
+        await announce_change(settings.redis_url)
+    except QUEUE_ERRORS:
+        log.warning("could not reach Redis to announce the change; gateways will see it within their cache TTL")
+    return result
+
+
+async def user_add(settings: CommonSettings, args: argparse.Namespace) -> None:
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+    await in_session(settings, lambda s: directory.add_user(s, ACTOR, args.name, admin=args.admin,
+                                                            password=password))
+    print(f"user {args.name} added")
+
+
+async def user_join(settings: CommonSettings, args: argparse.Namespace) -> None:
+    await in_session(settings, lambda s: directory.join(s, ACTOR, args.user, args.group))
+    print(f"user {args.user} joined {args.group}")
+
+
+async def group_add(settings: CommonSettings, args: argparse.Namespace) -> None:
+    await in_session(settings, lambda s: directory.add_group(s, ACTOR, args.name, args.permission, args.priority))
+    print(f"group {args.name} added")
+
+
+async def group_grant(settings: CommonSettings, args: argparse.Namespace) -> None:
+    await in_session(settings, lambda s: directory.grant(s, ACTOR, args.group, args.llm))
+    print(f"group {args.group} may use {args.llm}")
+
+
+def llm_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend config from the command's flags (and ``--config`` JSON), validated for the backend."""
+    config: dict[str, Any] = json.loads(args.config) if args.config else {}
+    flags = {"base_url": args.base_url, "upstream_model": args.upstream_model, "api_key_env": args.api_key_env,
+             "reply": args.reply, "delay_ms": args.delay_ms, "chunks": args.chunks,
+             "concurrency": args.concurrency, "model_path": args.model_path, "n_ctx": args.n_ctx,
+             "n_threads": args.n_threads, "n_gpu_layers": args.n_gpu_layers}
+    config.update({key: value for key, value in flags.items() if value is not None})
+    return validate_config(args.backend, config)
+
+
+async def llm_add(settings: CommonSettings, args: argparse.Namespace) -> None:
+    config = llm_config(args)
+    await in_session(settings, lambda s: directory.add_llm(s, ACTOR, args.name, args.backend, config,
+                                                           max_queue=args.max_queue))
+    print(f"llm {args.name} registered ({args.backend})")
+
+
+async def token_create(settings: CommonSettings, args: argparse.Namespace) -> None:
+    expires = utcnow() + timedelta(days=args.expires_days) if args.expires_days else None
+    token = await in_session(settings, lambda s: directory.create_token(s, ACTOR, args.user, name=args.name,
+                                                                        expires_at=expires))
+    print(f"token {token.prefix}… created for {args.user}; it is shown once:")
+    print(token.secret)
+
+
+async def token_revoke(settings: CommonSettings, args: argparse.Namespace) -> None:
+    token = await in_session(settings, lambda s: directory.revoke_token(s, ACTOR, args.prefix))
+    print(f"token {token.prefix}… revoked")
+
+
+async def limit_set(settings: CommonSettings, args: argparse.Namespace) -> None:
+    values = {field: value for field, value in (
+        ("requests_per_minute", args.rpm), ("tokens_per_minute", args.tpm), ("tokens_per_day", args.tpd),
+        ("concurrent_requests", args.concurrent)) if value is not None}
+    limit = await in_session(settings, lambda s: directory.set_limits(s, ACTOR, LimitScope(args.scope), args.name,
+                                                                      values))
+    print(f"{args.scope} {args.name}: {limit.requests_per_minute} requests/min, {limit.tokens_per_minute} "
+          f"tokens/min, {limit.tokens_per_day} tokens/day, {limit.concurrent_requests} concurrent (0 = unlimited)")
+
+
+def add_directory_parsers(commands: Any) -> None:
+    user = commands.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
+    add = user.add_parser("add", help="create a local user")
+    add.add_argument("name")
+    add.add_argument("--admin", action="store_true")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.set_defaults(run=user_add)
+    joins = user.add_parser("join", help="add a user to a group")
+    joins.add_argument("user")
+    joins.add_argument("group")
+    joins.set_defaults(run=user_join)
+
+    group = commands.add_parser("group", help="manage groups").add_subparsers(dest="action", required=True)
+    gadd = group.add_parser("add", help="create a group")
+    gadd.add_argument("name")
+    gadd.add_argument("--permission", action="append", default=[], help="a named permission (repeatable)")
+    gadd.add_argument("--priority", type=int, default=0, help="members' requests are served before lower ones")
+    gadd.set_defaults(run=group_add)
+    grant = group.add_parser("grant", help="let a group use an LLM")
+    grant.add_argument("group")
+    grant.add_argument("llm")
+    grant.set_defaults(run=group_grant)
+
+    llm = commands.add_parser("llm", help="register models").add_subparsers(dest="action", required=True)
+    ladd = llm.add_parser("add", help="register an LLM")
+    ladd.add_argument("name")
+    ladd.add_argument("--backend", required=True)
+    ladd.add_argument("--config", help="backend config as a JSON object")
+    ladd.add_argument("--base-url")
+    ladd.add_argument("--upstream-model")
+    ladd.add_argument("--api-key-env", help="name of the worker's environment variable holding the key")
+    ladd.add_argument("--model-path", help="llamacpp backend: a GGUF file (default: the bundled Gemma 3 270M)")
+    ladd.add_argument("--n-ctx", type=int, help="llamacpp backend: context window in tokens")
+    ladd.add_argument("--n-threads", type=int, help="llamacpp backend: CPU threads")
+    ladd.add_argument("--n-gpu-layers", type=int, help="llamacpp backend: layers offloaded to the GPU")
+    ladd.add_argument("--reply", help="fake backend: the reply text")
+    ladd.add_argument("--delay-ms", type=float, help="fake backend: delay between chunks")
+    ladd.add_argument("--chunks", type=int, help="fake backend: number of chunks")
+    ladd.add_argument("--concurrency", type=int, help="jobs one worker runs at once")
+    ladd.add_argument("--max-queue", type=int, default=256, help="outstanding jobs before 429")
+    ladd.set_defaults(run=llm_add)
+
+    token = commands.add_parser("token", help="manage API tokens").add_subparsers(dest="action", required=True)
+    create = token.add_parser("create", help="create a token; printed once, on the last line")
+    create.add_argument("user")
+    create.add_argument("--name", default="")
+    create.add_argument("--expires-days", type=float)
+    create.set_defaults(run=token_create)
+    revoke = token.add_parser("revoke", help="revoke the token with this prefix")
+    revoke.add_argument("prefix")
+    revoke.set_defaults(run=token_revoke)
+
+    limit = commands.add_parser("limit", help="rate limits").add_subparsers(dest="action", required=True)
+    lset = limit.add_parser("set", help="set the limits of a token (by prefix), a user or a group; 0 = unlimited")
+    lset.add_argument("scope", choices=[scope.value for scope in LimitScope])
+    lset.add_argument("name")
+    lset.add_argument("--rpm", type=int, help="requests per minute")
+    lset.add_argument("--tpm", type=int, help="tokens per minute (prompt estimate + max tokens, then settled)")
+    lset.add_argument("--tpd", type=int, help="tokens per day (UTC)")
+    lset.add_argument("--concurrent", type=int, help="requests in flight at once")
+    lset.set_defaults(run=limit_set)

@@ -1,0 +1,109 @@
+"""The gateway's few queries: who owns a token and what may they use, which models exist, usage writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from modelport.db.tables import (
+    LLM,
+    ApiToken,
+    Grant,
+    Group,
+    LimitScope,
+    Membership,
+    RateLimit,
+    UsageRecord,
+    User,
+    as_utc,
+)
+from modelport.protocol.rate_limiter import LimitSubject
+
+
+@dataclass(frozen=True)
+class TokenOwner:
+    token_id: int
+    secret_hash: str
+    user_id: int
+    user_name: str
+    usable: bool
+    revoked: bool
+    expires_at: datetime | None
+    models: frozenset[str]
+    limits: tuple[LimitSubject, ...]
+    priority: int
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    max_queue: int
+    created: int
+
+
+async def token_owner(session: AsyncSession, secret_hash: str) -> TokenOwner | None:
+    row = (await session.exec(
+        select(ApiToken, User).join(User, col(User.id) == col(ApiToken.user_id))
+        .where(ApiToken.secret_hash == secret_hash)
+    )).first()
+    if row is None:
+        return None
+    token, user = row
+    assert token.id is not None and user.id is not None
+    models = await permitted_models(session, user.id)
+    limits = await applicable_limits(session, token.id, user.id)
+    priority = (await session.exec(
+        select(func.max(Group.priority)).join(Membership, col(Membership.group_id) == col(Group.id))
+        .where(Membership.user_id == user.id))).first()
+    return TokenOwner(
+        token_id=token.id, secret_hash=token.secret_hash, user_id=user.id, user_name=user.name,
+        usable=user.active and user.deleted_at is None, revoked=token.revoked_at is not None,
+        expires_at=as_utc(token.expires_at) if token.expires_at else None, models=models, limits=limits,
+        priority=priority or 0,
+    )
+
+
+async def permitted_models(session: AsyncSession, user_id: int) -> frozenset[str]:
+    names = await session.exec(
+        select(LLM.name).distinct()
+        .join(Grant, col(Grant.llm_id) == col(LLM.id))
+        .join(Membership, col(Membership.group_id) == col(Grant.group_id))
+        .where(Membership.user_id == user_id, col(LLM.enabled).is_(True))
+    )
+    return frozenset(names.all())
+
+
+async def applicable_limits(session: AsyncSession, token_id: int, user_id: int) -> tuple[LimitSubject, ...]:
+    """The limits a request with this token must pass: the token's, its owner's and each of their groups'."""
+    groups = select(Membership.group_id).where(Membership.user_id == user_id)
+    rows = await session.exec(select(RateLimit).where(or_(
+        and_(col(RateLimit.scope) == LimitScope.TOKEN, col(RateLimit.subject_id) == token_id),
+        and_(col(RateLimit.scope) == LimitScope.USER, col(RateLimit.subject_id) == user_id),
+        and_(col(RateLimit.scope) == LimitScope.GROUP, col(RateLimit.subject_id).in_(groups)),
+    )).order_by(col(RateLimit.scope), col(RateLimit.subject_id)))
+    return tuple(
+        LimitSubject(f"{row.scope.value}:{row.subject_id}", row.requests_per_minute, row.tokens_per_minute,
+                     row.tokens_per_day, row.concurrent_requests)
+        for row in rows.all()
+    )
+
+
+async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
+    llms = await session.exec(select(LLM).where(col(LLM.enabled).is_(True)))
+    return {
+        llm.name: ModelEntry(llm.name, llm.max_queue, int(as_utc(llm.created_at).timestamp()) if llm.created_at else 0)
+        for llm in llms.all()
+    }
+
+
+async def write_usage(session: AsyncSession, records: Sequence[UsageRecord],
+                      last_used: dict[int, datetime]) -> None:
+    session.add_all(records)
+    for token_id, moment in last_used.items():
+        await session.exec(update(ApiToken).where(col(ApiToken.id) == token_id).values(last_used_at=moment))
+    await session.commit()

@@ -1,0 +1,133 @@
+"""SQLModel tables: users, groups, memberships, LLMs, grants, API tokens, usage records, audit log."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without a zone; every stored timestamp is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _timestamp(*, index: bool = False, now: bool = False) -> Any:
+    column = Column(DateTime(timezone=True), nullable=True, index=index)
+    if now:
+        return Field(default_factory=utcnow, sa_column=column)
+    return Field(default=None, sa_column=column)
+
+
+class UserSource(enum.StrEnum):
+    LOCAL = "local"
+    LDAP = "ldap"
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=128)
+    display_name: str = Field(default="", max_length=256)
+    email: str | None = Field(default=None, max_length=256)
+    password_hash: str | None = Field(default=None, max_length=512)
+    source: UserSource = Field(default=UserSource.LOCAL)
+    is_admin: bool = False
+    active: bool = True
+    created_at: datetime | None = _timestamp(now=True)
+    deleted_at: datetime | None = _timestamp()
+
+
+class Group(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=128)
+    description: str = Field(default="", max_length=1024)
+    permissions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    priority: int = 0
+    created_at: datetime | None = _timestamp(now=True)
+
+
+class Membership(SQLModel, table=True):
+    user_id: int = Field(foreign_key="user.id", primary_key=True, ondelete="CASCADE")
+    group_id: int = Field(foreign_key="group.id", primary_key=True, ondelete="CASCADE")
+
+
+class LLM(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=128)
+    backend: str = Field(max_length=32)
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    enabled: bool = True
+    max_queue: int = 256
+    created_at: datetime | None = _timestamp(now=True)
+
+
+class Grant(SQLModel, table=True):
+    group_id: int = Field(foreign_key="group.id", primary_key=True, ondelete="CASCADE")
+    llm_id: int = Field(foreign_key="llm.id", primary_key=True, ondelete="CASCADE")
+
+
+class ApiToken(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("secret_hash"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True, ondelete="CASCADE")
+    name: str = Field(default="", max_length=128)
+    prefix: str = Field(index=True, max_length=16)
+    secret_hash: str = Field(max_length=64)
+    created_at: datetime | None = _timestamp(now=True)
+    expires_at: datetime | None = _timestamp()
+    revoked_at: datetime | None = _timestamp()
+    last_used_at: datetime | None = _timestamp()
+
+
+class LimitScope(enum.StrEnum):
+    TOKEN = "token"
+    USER = "user"
+    GROUP = "group"
+
+
+class RateLimit(SQLModel, table=True):
+    """Limits of one token, user or group; 0 means unlimited. A request must pass all that apply."""
+
+    __table_args__ = (UniqueConstraint("scope", "subject_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: LimitScope
+    subject_id: int
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    tokens_per_day: int = 0
+    concurrent_requests: int = 0
+
+
+class UsageRecord(SQLModel, table=True):
+    __table_args__ = (Index("ix_usage_model_created", "model", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime | None = _timestamp(index=True, now=True)
+    job_id: str = Field(max_length=64, index=True)
+    user_id: int | None = Field(default=None, index=True)
+    token_id: int | None = None
+    model: str = Field(max_length=128)
+    stream: bool = False
+    status: int = 200
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: int = 0
+    ttft_ms: int | None = None
+
+
+class AuditEntry(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime | None = _timestamp(index=True, now=True)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=64)
+    target: str = Field(default="", max_length=256)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

@@ -1,0 +1,95 @@
+"""``create_app(settings)``: the gateway's routes, error handlers, CORS and the lifespan that owns the
+broker, the auth cache, the usage writer and their background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from modelport.db.engine import create_engine, session_factory
+from modelport.gateway import errors, operational
+from modelport.gateway.access_log import AccessLog
+from modelport.gateway.auth import Authenticator
+from modelport.gateway.chat import abort, chat_completions
+from modelport.gateway.metrics import GatewayMetrics
+from modelport.gateway.models import list_models, retrieve_model
+from modelport.gateway.operational import healthz, readyz
+from modelport.gateway.settings import GatewaySettings
+from modelport.gateway.state import GatewayState
+from modelport.gateway.usage import Outcome, UsageWriter
+from modelport.logs import configure_logging
+from modelport.protocol.errors import ModelPortError
+from modelport.protocol.gateway_broker import GatewayBroker
+
+
+def create_app(settings: GatewaySettings) -> Starlette:
+    metrics = GatewayMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, GatewayState]]:
+        engine = create_engine(settings.database_url)
+        sessions = session_factory(engine)
+        broker = GatewayBroker(settings.redis_url, settings.job_timeout_s)
+        auth = Authenticator(sessions, settings.auth_cache_ttl_s)
+        usage = UsageWriter(sessions, settings.usage_flush_s, settings.cancel_settle_s,
+                            lambda outcome: _recorded(outcome, metrics, broker))
+        await broker.start()
+        tasks = [asyncio.create_task(usage.run()), asyncio.create_task(_follow_invalidations(broker, auth))]
+        try:
+            yield {"gateway": GatewayState(settings, broker, auth, usage, sessions, metrics)}
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await broker.close()
+            await usage.close()
+            await engine.dispose()
+
+    routes = [
+        Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]) for prefix in ("/v1", "/v1.0")
+    ] + [Route("/v1.0/chat/abort", abort, methods=["POST"])] + [
+        route
+        for prefix in ("/v1", "/v1.0")
+        for route in (Route(f"{prefix}/models", list_models, methods=["GET"]),
+                      Route(f"{prefix}/models/{{model:path}}", retrieve_model, methods=["GET"]))
+    ] + [Route(f"/{name}", endpoint, methods=["GET"])
+         for name, endpoint in (("healthz", healthz), ("readyz", readyz), ("metrics", operational.metrics))]
+    middleware = [Middleware(AccessLog, metrics=metrics),
+                  Middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                             allow_headers=["authorization", "content-type"], max_age=600)]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            ModelPortError: errors.modelport_error,
+            HTTPException: errors.http_error,
+            Exception: errors.unexpected_error,
+        },
+    )
+
+
+def _recorded(outcome: Outcome, metrics: GatewayMetrics, broker: GatewayBroker) -> None:
+    """A request has ended: time it, and settle its rate-limit reservation to the tokens it used."""
+    metrics.observe(outcome)
+    if outcome.admission is not None:
+        broker.limits.settle_soon(outcome.admission, outcome.prompt_tokens + outcome.completion_tokens)
+
+
+async def _follow_invalidations(broker: GatewayBroker, auth: Authenticator) -> None:
+    async for _ in broker.invalidations():
+        auth.invalidate()
+
+
+def app_from_environment() -> Starlette:
+    """The factory uvicorn's worker processes call (``modelport gateway --workers N``)."""
+    settings = GatewaySettings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

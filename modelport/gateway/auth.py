@@ -1,0 +1,133 @@
+"""Bearer-token authentication and model permissions from an in-process cache.
+
+The database is read only on a miss (one query per token, shared by concurrent requests); every entry
+is dropped when any gateway-relevant row changes (a Redis pub/sub message) and after a short TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from modelport.db import queries
+from modelport.db.queries import ModelEntry, TokenOwner
+from modelport.db.secrets import hash_token
+from modelport.protocol.errors import AuthenticationFailed, NotFound, PermissionDenied, Unavailable
+from modelport.protocol.rate_limiter import LimitSubject
+
+MAX_ENTRIES = 50_000
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: int
+    user_id: int
+    user_name: str
+    models: frozenset[str]
+    limits: tuple[LimitSubject, ...]
+    priority: int
+
+
+class Authenticator:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl_s: float) -> None:
+        self._sessions = sessions
+        self._ttl_s = ttl_s
+        self._owners: dict[str, tuple[float, TokenOwner | None]] = {}
+        self._loading: dict[str, asyncio.Future[TokenOwner | None]] = {}
+        self._catalog: tuple[float, dict[str, ModelEntry]] | None = None
+        self._generation = 0
+
+    def invalidate(self) -> None:
+        self._owners.clear()
+        self._catalog = None
+        self._generation += 1
+
+    async def principal(self, authorization: str | None) -> Principal:
+        secret = _bearer(authorization)
+        secret_hash = hash_token(secret)
+        owner = await self._owner(secret_hash)
+        if owner is None or not hmac.compare_digest(owner.secret_hash, secret_hash):
+            raise AuthenticationFailed("Incorrect API key provided.")
+        if owner.revoked:
+            raise AuthenticationFailed("This API key has been revoked.", code="token_revoked")
+        if owner.expires_at is not None and owner.expires_at <= datetime.now(UTC):
+            raise AuthenticationFailed("This API key has expired.", code="token_expired")
+        if not owner.usable:
+            raise AuthenticationFailed("The account owning this API key is disabled.", code="account_disabled")
+        return Principal(owner.token_id, owner.user_id, owner.user_name, owner.models, owner.limits, owner.priority)
+
+    async def catalog(self) -> dict[str, ModelEntry]:
+        """Every enabled model, for telling an unknown model (404) from a forbidden one (403)."""
+        if self._catalog is not None and self._catalog[0] > time.monotonic():
+            return self._catalog[1]
+        generation = self._generation
+        async with self._database() as session:
+            models = await queries.enabled_models(session)
+        if generation == self._generation:
+            self._catalog = (time.monotonic() + self._ttl_s, models)
+        return models
+
+    async def permitted_model(self, principal: Principal, model: str) -> ModelEntry:
+        entry = (await self.catalog()).get(model)
+        if entry is None:
+            raise NotFound(f"The model '{model}' does not exist.", code="model_not_found", param="model")
+        if model not in principal.models:
+            raise PermissionDenied(f"You are not permitted to use the model '{model}'.", param="model")
+        return entry
+
+    async def _owner(self, secret_hash: str) -> TokenOwner | None:
+        cached = self._owners.get(secret_hash)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        loading = self._loading.get(secret_hash)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[TokenOwner | None] = asyncio.get_running_loop().create_future()
+        self._loading[secret_hash] = future
+        generation = self._generation
+        try:
+            async with self._database() as session:
+                owner = await queries.token_owner(session, secret_hash)
+            future.set_result(owner)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            del self._loading[secret_hash]
+        if generation == self._generation:
+            if len(self._owners) >= MAX_ENTRIES:
+                self._owners.clear()
+            self._owners[secret_hash] = (time.monotonic() + self._ttl_s, owner)
+        return owner
+
+    @contextlib.asynccontextmanager
+    async def _database(self) -> AsyncIterator[AsyncSession]:
+        """A session whose connection failures surface as 503, never as a 500."""
+        try:
+            async with self._sessions() as session:
+                yield session
+        except (SQLAlchemyError, OSError) as exc:
+            raise Unavailable("The user database is unreachable; try again shortly.",
+                              code="database_unavailable") from exc
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthenticationFailed(
+            "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.",
+            code="missing_api_key",
+        )
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthenticationFailed("The Authorization header must be 'Bearer YOUR_KEY'.", code="invalid_api_key")
+    return secret.strip()

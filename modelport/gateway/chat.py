@@ -1,0 +1,80 @@
+"""``POST /v1/chat/completions`` and ``/v1.0/chat/completions``: body → auth → permission → queue → response."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from modelport.gateway.json_response import FastJSONResponse
+from modelport.gateway.render import ChunkRenderer, KuwaRenderer, StreamRenderer
+from modelport.gateway.responses import JobResponse
+from modelport.gateway.settings import GatewaySettings
+from modelport.gateway.state import GatewayState
+from modelport.gateway.usage import Outcome
+from modelport.protocol.errors import InvalidRequest, ModelPortError, PayloadTooLarge
+from modelport.protocol.openai_wire import ChatCompletionRequest, parse_chat_request
+
+
+async def chat_completions(request: Request) -> ASGIApp:
+    state: GatewayState = request.state.gateway
+    started = time.monotonic()
+    body = await read_body(request, state.settings)
+    principal = await state.auth.principal(request.headers.get("authorization"))
+    chat = parse_chat_request(body)
+    request.state.access = {"user": principal.user_name, "model": chat.model}
+    entry = await state.auth.permitted_model(principal, chat.model)
+    kuwa = request.url.path.startswith("/v1.0/")
+    stream = wants_stream(chat, request.headers.get("accept", ""), kuwa)
+    limits = state.broker.limits
+    admission = await limits.admit(list(principal.limits), chat.token_estimate(state.settings.completion_reserve))
+    try:
+        handle = await state.broker.submit(chat.model, chat.backend_params(), user=principal.user_name,
+                                           user_id=principal.user_id, timeout_s=state.settings.job_timeout_s,
+                                           max_queue=entry.max_queue, priority=principal.priority)
+    except ModelPortError:
+        await limits.settle(admission, 0, release=True)
+        raise
+    request.state.access["job"] = handle.job.id
+    outcome = Outcome(principal=principal, job_id=handle.job.id, model=chat.model, stream=stream,
+                      started_at=started, admission=admission)
+    renderer: StreamRenderer | None = None
+    if stream:
+        kind = KuwaRenderer if kuwa else ChunkRenderer
+        renderer = kind(handle.job.id, chat.model, int(time.time()), chat.include_usage)
+    return JobResponse(handle, state.broker, state.usage, outcome, renderer, admission.headers)
+
+
+async def abort(request: Request) -> Response:
+    """``POST /v1.0/chat/abort``: cancel every unfinished request of the caller, on every gateway."""
+    state: GatewayState = request.state.gateway
+    principal = await state.auth.principal(request.headers.get("authorization"))
+    return FastJSONResponse({"object": "chat.abort", "cancelled": await state.broker.abort(principal.user_id)})
+
+
+def wants_stream(chat: ChatCompletionRequest, accept: str, kuwa: bool) -> bool:
+    """OpenAI semantics on /v1; on /v1.0 an absent ``stream`` streams unless the client asks for JSON."""
+    if chat.stream is not None:
+        return chat.stream
+    if not kuwa:
+        return False
+    accepted = accept.lower()
+    return not ("application/json" in accepted and "text/event-stream" not in accepted)
+
+
+async def read_body(request: Request, settings: GatewaySettings) -> bytes:
+    limit = settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    body = bytearray()
+    try:
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+    except ClientDisconnect:
+        raise InvalidRequest("The client closed the connection before sending the whole body.") from None
+    return bytes(body)

@@ -1,0 +1,55 @@
+"""Prometheus metrics of the gateway: requests by model and status, time to first token, tokens per
+second, rejections by reason, and (read from Redis at scrape time) queue depth and live workers per model.
+
+With several gateway processes (``modelport gateway --workers N``) counters live in
+``PROMETHEUS_MULTIPROC_DIR`` and every process's scrape reports the sum.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from modelport.gateway.usage import Outcome
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("modelport_requests", "Chat requests by model and HTTP status",
+                                ["model", "status"], registry=self.registry)
+        self.rejected = Counter("modelport_rejected_requests", "Requests refused before reaching a worker",
+                                ["reason"], registry=self.registry)
+        self.ttft = Histogram("modelport_time_to_first_token_seconds", "From request to first token",
+                              ["model"], registry=self.registry,
+                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.tokens_per_second = Histogram("modelport_tokens_per_second", "Completion tokens per second of generation",
+                                           ["model"], registry=self.registry,
+                                           buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000))
+
+    def observe(self, outcome: Outcome) -> None:
+        """Timing of a request that reached a worker (its count is taken by the access log)."""
+        if outcome.ttft_s is None:
+            return
+        self.ttft.labels(outcome.model).observe(outcome.ttft_s - outcome.started_at)
+        generating = outcome.ended_at - outcome.ttft_s
+        if outcome.completion_tokens > 1 and generating > 0:
+            self.tokens_per_second.labels(outcome.model).observe(outcome.completion_tokens / generating)
+
+
+    def exposition(self, queue_stats: dict[str, tuple[int, int]]) -> bytes:
+        """The text exposition: this process's (or all processes') counters, plus per-model queue gauges."""
+        scrape = CollectorRegistry()
+        depth = Gauge("modelport_queue_depth", "Outstanding jobs (queued or running) per model", ["model"],
+                      registry=scrape)
+        live = Gauge("modelport_live_workers", "Workers with a fresh heartbeat per model", ["model"], registry=scrape)
+        for model, (outstanding, workers) in queue_stats.items():
+            depth.labels(model).set(outstanding)
+            live.labels(model).set(workers)
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            totals = CollectorRegistry()
+            MultiProcessCollector(totals)  # type: ignore[no-untyped-call]
+            return generate_latest(totals) + generate_latest(scrape)
+        return generate_latest(self.registry) + generate_latest(scrape)

@@ -1,0 +1,45 @@
+"""Operational endpoints: ``/healthz`` (the process answers), ``/readyz`` (Redis and the database answer)
+and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelport.gateway.json_response import FastJSONResponse
+from modelport.gateway.state import GatewayState
+from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.errors import ModelPortError
+
+
+async def healthz(_request: Request) -> Response:
+    return FastJSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state: GatewayState = request.state.gateway
+    checks = {"redis": await state.broker.ping(), "database": await _database_ok(state)}
+    ready = all(checks.values())
+    return FastJSONResponse({"status": "ready" if ready else "unready", "checks": checks},
+                            status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    state: GatewayState = request.state.gateway
+    try:
+        stats = await state.broker.queue_stats(list(await state.auth.catalog()))
+    except (*QUEUE_ERRORS, ModelPortError):
+        stats = {}
+    return Response(state.metrics.exposition(stats), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _database_ok(state: GatewayState) -> bool:
+    try:
+        async with state.sessions() as session:
+            connection = await session.connection()
+            await connection.execute(text("SELECT 1"))
+        return True
+    except (SQLAlchemyError, OSError):
+        return False

@@ -1,0 +1,165 @@
+"""Turns a job's events into OpenAI bytes: SSE chunk frames (/v1 and the literal Kuwa /v1.0 flavour)
+or one chat.completion body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import orjson
+
+from modelport.protocol.envelope import ChoiceDelta, Delta, Usage
+from modelport.protocol.errors import ErrorBody
+
+DONE = b"data: [DONE]\n\n"
+# Kuwa's Python client json-parses every ``data:`` line and stops at the line ``event: close``; the OpenAI
+# SDKs stop at data ``[DONE]`` whatever the event name. This one frame ends the stream for both.
+KUWA_DONE = b"event: close\ndata: [DONE]\n\n"
+
+
+def frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def error_frame(error: ErrorBody) -> bytes:
+    return frame(orjson.dumps(error.envelope()))
+
+
+def usage_dict(usage: Usage | None) -> dict[str, int]:
+    usage = usage or Usage()
+    return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens}
+
+
+def _tool_calls(choice: ChoiceDelta) -> list[dict[str, Any]]:
+    return [call.model_dump(exclude_none=True) for call in choice.tool_calls or []]
+
+
+class StreamRenderer(Protocol):
+    comments: bool
+    """Whether SSE comment lines may be sent (never to Kuwa clients, which parse frames literally)."""
+
+    def delta(self, delta: Delta) -> bytes: ...
+
+    def end(self, usage: Usage | None) -> bytes: ...
+
+    def fail(self, error: ErrorBody) -> bytes: ...
+
+
+class ChunkRenderer:
+    """Standard ``chat.completion.chunk`` frames; deltas that arrived together become one frame."""
+
+    comments = True
+
+    def __init__(self, job_id: str, model: str, created: int, include_usage: bool) -> None:
+        head = orjson.dumps({"id": job_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                             "system_fingerprint": None})
+        self._head = head[:-1] + b',"choices":'
+        self._tail = b',"usage":null}' if include_usage else b"}"
+        self._include_usage = include_usage
+        self._greeted: set[int] = set()
+
+    def delta(self, delta: Delta) -> bytes:
+        return frame(self._head + orjson.dumps([self._choice(choice) for choice in delta.choices]) + self._tail)
+
+    def end(self, usage: Usage | None) -> bytes:
+        if not self._include_usage:
+            return DONE
+        return frame(self._head + b'[],"usage":' + orjson.dumps(usage_dict(usage)) + b"}") + DONE
+
+    def fail(self, error: ErrorBody) -> bytes:
+        return error_frame(error) + DONE
+
+    def _choice(self, choice: ChoiceDelta) -> dict[str, Any]:
+        delta: dict[str, Any] = {}
+        if choice.index not in self._greeted:
+            self._greeted.add(choice.index)
+            delta["role"] = "assistant"
+        if choice.content is not None:
+            delta["content"] = choice.content
+        if choice.tool_calls:
+            delta["tool_calls"] = _tool_calls(choice)
+        return {"index": choice.index, "delta": delta, "logprobs": None, "finish_reason": choice.finish_reason}
+
+
+class KuwaRenderer:
+    """Frames Kuwa clients parse literally: ``data: {json}\\n\\n``, one character of text per frame (the
+    guide's Python client prints only the last character of each), role ``assistant`` on every frame,
+    the finish reason on the last text frame, ASCII-only JSON (safe for decoders that split multi-byte
+    characters), and the stream ends with ``KUWA_DONE``."""
+
+    comments = False
+
+    def __init__(self, job_id: str, model: str, created: int, include_usage: bool) -> None:
+        self._base = {"id": job_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        self._include_usage = include_usage
+        self._held: dict[int, str] = {}
+
+    def delta(self, delta: Delta) -> bytes:
+        out = bytearray()
+        for choice in delta.choices:
+            text = self._held.pop(choice.index, "") + (choice.content or "")
+            if text:
+                for character in text[:-1]:
+                    out += self._frame(choice.index, {"content": character}, None)
+                self._held[choice.index] = text[-1]
+            if choice.tool_calls:
+                out += self._frame(choice.index, {"tool_calls": _tool_calls(choice)}, None)
+            if choice.finish_reason is not None and choice.index in self._held:
+                out += self._frame(choice.index, {"content": self._held.pop(choice.index)}, choice.finish_reason)
+        return bytes(out)
+
+    def end(self, usage: Usage | None) -> bytes:
+        out = bytearray()
+        for index, character in sorted(self._held.items()):
+            out += self._frame(index, {"content": character}, "stop")
+        self._held.clear()
+        if self._include_usage:
+            out += frame(self._dumps({**self._base, "choices": [], "usage": usage_dict(usage)}))
+        return bytes(out + KUWA_DONE)
+
+    def fail(self, error: ErrorBody) -> bytes:
+        return error_frame(error) + KUWA_DONE
+
+    def _frame(self, index: int, delta: dict[str, Any], finish_reason: str | None) -> bytes:
+        choice = {"index": index, "delta": {"role": "assistant", **delta}, "logprobs": None,
+                  "finish_reason": finish_reason}
+        return frame(self._dumps({**self._base, "choices": [choice]}))
+
+    @staticmethod
+    def _dumps(payload: dict[str, Any]) -> bytes:
+        return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+class CompletionBuilder:
+    """Accumulates deltas into one ``chat.completion`` body (non-streaming requests)."""
+
+    def __init__(self, job_id: str, model: str, created: int) -> None:
+        self._head = {"id": job_id, "object": "chat.completion", "created": created, "model": model}
+        self._choices: dict[int, ChoiceDelta] = {}
+
+    def add(self, delta: Delta) -> None:
+        for choice in delta.choices:
+            mine = self._choices.get(choice.index)
+            if mine is None:
+                self._choices[choice.index] = choice.model_copy(deep=True)
+            else:
+                mine.absorb(choice)
+
+    def body(self, usage: Usage | None) -> bytes:
+        choices = [self._choice(choice) for _, choice in sorted(self._choices.items())]
+        return orjson.dumps({**self._head, "choices": choices, "usage": usage_dict(usage),
+                             "system_fingerprint": None})
+
+    @staticmethod
+    def _choice(choice: ChoiceDelta) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": choice.content, "refusal": None}
+        if choice.tool_calls:
+            message["tool_calls"] = [
+                {"id": call.id, "type": call.type or "function", "function": call.function or {}}
+                for call in sorted(choice.tool_calls, key=lambda call: call.index)
+            ]
+        elif choice.content is None:
+            message["content"] = ""
+        return {"index": choice.index, "message": message, "logprobs": None,
+                "finish_reason": choice.finish_reason or "stop"}

@@ -1,0 +1,21 @@
+"""The gateway process's settings (``MODELPORT_*``), validated once at start and passed down."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from modelport.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    job_timeout_s: float = Field(default=600.0, gt=0)
+    auth_cache_ttl_s: float = Field(default=30.0, gt=0)
+    usage_flush_s: float = Field(default=1.0, gt=0)
+    cancel_settle_s: float = Field(default=5.0, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+    forwarded_allow_ips: str = "127.0.0.1"
+    workers: int = Field(default=1, ge=1)
+    completion_reserve: int = Field(default=512, ge=1)

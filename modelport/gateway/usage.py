@@ -1,0 +1,116 @@
+"""Usage records and token last-used times, written to the database in batches off the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from modelport.db.queries import write_usage
+from modelport.db.tables import UsageRecord, utcnow
+from modelport.gateway.auth import Principal
+from modelport.protocol.envelope import Done, Failed
+from modelport.protocol.job_handle import JobHandle
+from modelport.protocol.rate_limiter import Admission
+
+log = logging.getLogger(__name__)
+
+MAX_BACKLOG = 100_000
+
+
+@dataclass
+class Outcome:
+    """What happened to one request, as the response saw it."""
+
+    principal: Principal
+    job_id: str
+    model: str
+    stream: bool
+    started_at: float
+    status: int = 200
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_s: float | None = None
+    ended_at: float = 0.0
+    admission: Admission | None = None
+
+    def settle(self, event: Done | Failed) -> None:
+        if event.usage is not None:
+            self.prompt_tokens = event.usage.prompt_tokens
+            self.completion_tokens = event.usage.completion_tokens
+        if isinstance(event, Failed):
+            self.status = event.error.status
+
+
+class UsageWriter:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], flush_s: float, settle_s: float,
+                 on_record: Callable[[Outcome], None]) -> None:
+        self._sessions = sessions
+        self._on_record = on_record
+        self._flush_s = flush_s
+        self._settle_s = settle_s
+        self._records: list[UsageRecord] = []
+        self._last_used: dict[int, datetime] = {}
+        self._settling: set[asyncio.Task[None]] = set()
+
+    def record(self, outcome: Outcome) -> None:
+        if len(self._records) >= MAX_BACKLOG:
+            log.error("usage backlog full; dropping the oldest record")
+            self._records.pop(0)
+        self._records.append(UsageRecord(
+            job_id=outcome.job_id, user_id=outcome.principal.user_id, token_id=outcome.principal.token_id,
+            model=outcome.model, stream=outcome.stream, status=outcome.status,
+            prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
+            latency_ms=round((outcome.ended_at - outcome.started_at) * 1000),
+            ttft_ms=None if outcome.ttft_s is None else round((outcome.ttft_s - outcome.started_at) * 1000),
+        ))
+        self._last_used[outcome.principal.token_id] = utcnow()
+        self._on_record(outcome)
+
+    def settle_later(self, handle: JobHandle, outcome: Outcome) -> None:
+        """After a cancel, wait briefly for the worker's final count of what it produced, then record it."""
+        task = asyncio.get_running_loop().create_task(self._settle(handle, outcome))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, handle: JobHandle, outcome: Outcome) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._settle_s):
+                while True:
+                    event = await handle.next()
+                    if isinstance(event, Done | Failed):
+                        outcome.settle(event)
+                        break
+        outcome.status = 499
+        self.record(outcome)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_s)
+            await self.flush()
+
+    async def close(self) -> None:
+        if self._settling:
+            await asyncio.wait(list(self._settling), timeout=self._settle_s)
+        await self.flush()
+
+    async def flush(self) -> None:
+        if not self._records and not self._last_used:
+            return
+        records, self._records = self._records, []
+        last_used, self._last_used = self._last_used, {}
+        try:
+            async with self._sessions() as session:
+                await write_usage(session, records, last_used)
+        except (SQLAlchemyError, OSError):
+            log.exception("could not write %d usage records; keeping them for the next flush", len(records))
+            self._records[:0] = [UsageRecord.model_validate(record.model_dump()) for record in records]
+            for token_id, moment in last_used.items():
+                self._last_used.setdefault(token_id, moment)

@@ -1,0 +1,107 @@
+"""The versioned job envelope and the event union a worker sends back for each job (JSON only)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from modelport.protocol.errors import ErrorBody
+
+ENVELOPE_VERSION = 1
+
+
+class Job(BaseModel):
+    """One chat request on its way to a worker."""
+
+    v: int = ENVELOPE_VERSION
+    id: str
+    model: str
+    params: dict[str, Any]
+    reply_to: str
+    deadline_ms: int
+    user: str = ""
+    user_id: int = 0
+
+
+class ToolCallFragment(BaseModel):
+    index: int
+    id: str | None = None
+    type: str | None = None
+    function: dict[str, str] | None = None
+
+
+class ChoiceDelta(BaseModel):
+    index: int = 0
+    content: str | None = None
+    tool_calls: list[ToolCallFragment] | None = None
+    finish_reason: str | None = None
+
+    def absorb(self, later: ChoiceDelta) -> None:
+        """Append a later delta of the same choice to this one, keeping order and every character."""
+        if later.content:
+            self.content = (self.content or "") + later.content
+        for fragment in later.tool_calls or []:
+            self._absorb_tool_call(fragment)
+        if later.finish_reason is not None:
+            self.finish_reason = later.finish_reason
+
+    def _absorb_tool_call(self, fragment: ToolCallFragment) -> None:
+        calls = self.tool_calls if self.tool_calls is not None else []
+        self.tool_calls = calls
+        same = next((call for call in calls if call.index == fragment.index), None)
+        if same is None:
+            calls.append(fragment.model_copy(deep=True))
+            return
+        same.id = same.id or fragment.id
+        same.type = same.type or fragment.type
+        if fragment.function:
+            merged = dict(same.function or {})
+            for key, text in fragment.function.items():
+                merged[key] = merged.get(key, "") + text if key == "arguments" else merged.get(key) or text
+            same.function = merged
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Delta(BaseModel):
+    t: Literal["delta"] = "delta"
+    choices: list[ChoiceDelta]
+
+    def absorb(self, later: Delta) -> None:
+        for choice in later.choices:
+            same = next((mine for mine in self.choices if mine.index == choice.index), None)
+            if same is None:
+                self.choices.append(choice)
+            else:
+                same.absorb(choice)
+
+
+class Done(BaseModel):
+    t: Literal["done"] = "done"
+    usage: Usage | None = None
+
+
+class Failed(BaseModel):
+    t: Literal["failed"] = "failed"
+    error: ErrorBody
+    usage: Usage | None = None
+
+
+Event = Annotated[Delta | Done | Failed, Field(discriminator="t")]
+EVENT_ADAPTER: TypeAdapter[Delta | Done | Failed] = TypeAdapter(Event)
+
+
+def encode_event(event: Delta | Done | Failed) -> bytes:
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def decode_event(raw: bytes) -> Delta | Done | Failed:
+    return EVENT_ADAPTER.validate_json(raw)

@@ -1,0 +1,242 @@
+"""The gateway side of the queue: submit jobs, read every job's events from one inbox, cancel, invalidate.
+
+A process holds four Redis connections however many streams are open: one blocking inbox reader,
+one pub/sub subscriber and a pool of two for commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable
+from typing import Any
+
+from modelport.protocol import keys, scripts
+from modelport.protocol.connection import QUEUE_ERRORS, redis_client
+from modelport.protocol.envelope import ENVELOPE_VERSION, Job, decode_event
+from modelport.protocol.errors import DeadlineExceeded, ModelPortError, NoWorker, RateLimited
+from modelport.protocol.job_handle import JobHandle
+from modelport.protocol.rate_limiter import RateLimiter
+
+log = logging.getLogger(__name__)
+
+INBOX_TTL_MS = 60_000
+READ_BATCH = 1024
+READ_BLOCK_MS = 1000
+TRIM_INTERVAL_S = 0.5
+WATCH_INTERVAL_S = 1.0
+
+
+class GatewayBroker:
+    """Owns the gateway's Redis connections and every queue command the gateway issues."""
+
+    def __init__(self, redis_url: str, job_timeout_s: float) -> None:
+        self.gateway_id = uuid.uuid4().hex
+        self.inbox = keys.inbox(self.gateway_id)
+        self._commands = redis_client(redis_url, connections=2, name=f"mp-gateway-{self.gateway_id}")
+        self._reader = redis_client(redis_url, connections=1, name=f"mp-gateway-{self.gateway_id}-inbox")
+        self._subscriber = redis_client(redis_url, connections=1, name=f"mp-gateway-{self.gateway_id}-sub",
+                                        socket_timeout=30.0)
+        self._submit = self._commands.register_script(scripts.SUBMIT)
+        self._live = self._commands.register_script(scripts.LIVE_WORKERS)
+        self._keep_inbox = self._commands.register_script(scripts.KEEP_INBOX)
+        self.limits = RateLimiter(self._commands, lease_ms=int((job_timeout_s + 60) * 1000))
+        self._handles: dict[str, JobHandle] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reading: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_id = "0-0"
+        self._trimmed_at = 0.0
+
+    async def start(self) -> None:
+        with contextlib.suppress(*QUEUE_ERRORS):
+            await self._keep_inbox(keys=[self.inbox], args=[INBOX_TTL_MS])
+        self._reading = asyncio.create_task(self._read_inbox())
+        self._tasks = [asyncio.create_task(self._watch())]
+
+    async def close(self) -> None:
+        # The reader is not cancelled mid-XREAD (redis-py on Python 3.11 can swallow that cancellation);
+        # it sees the flag when its blocking read returns, within a second.
+        self._closing = True
+        for timer in self._timers.values():
+            timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reading is not None:
+            await asyncio.wait([self._reading], timeout=READ_BLOCK_MS / 1000 + 2)
+            self._reading.cancel()
+        for handle in list(self._handles.values()):
+            await self.cancel(handle)
+        with contextlib.suppress(*QUEUE_ERRORS):
+            await self._commands.delete(self.inbox)
+        for client in (self._commands, self._reader, self._subscriber):
+            await client.aclose()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._handles)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._commands.ping())
+        except QUEUE_ERRORS:
+            return False
+
+    async def submit(self, model: str, params: dict[str, Any], *, user: str, user_id: int, timeout_s: float,
+                     max_queue: int, priority: int = 0) -> JobHandle:
+        """Queue a job atomically: 503 without a live worker, 429 when the model's queue is full. Under
+        contention it waits in the model's fair queue (``handle.position`` says where)."""
+        job = Job(id=f"chatcmpl-{uuid.uuid4().hex}", model=model, params=params, reply_to=self.inbox,
+                  deadline_ms=int((time.time() + timeout_s) * 1000), user=user, user_id=user_id)
+        handle = JobHandle(job, self._forget)
+        self._handles[job.id] = handle
+        try:
+            async with self._commands.pipeline(transaction=False) as pipe:  # one round trip for both
+                await self._submit(keys=[keys.workers(model), keys.jobs(model), *keys.fair_queue(model)],
+                                   args=[max_queue, job.model_dump_json(), job.id, user_id, priority], client=pipe)
+                pipe.sadd(keys.in_flight(user_id), job.id)
+                outcome, _ = await pipe.execute()
+        except QUEUE_ERRORS:
+            self._forget(handle)
+            raise NoWorker("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
+        if outcome < 0:
+            self._forget(handle)
+            self._background(self._commands.srem(keys.in_flight(user_id), job.id))
+            if outcome == -1:
+                raise NoWorker(f"No worker is serving the model '{model}' right now.")
+            raise RateLimited(f"The queue for model '{model}' is full; retry shortly.",
+                              code="queue_full", retry_after=1)
+        handle.position = int(outcome)
+        loop = asyncio.get_running_loop()
+        self._timers[job.id] = loop.call_later(timeout_s, self._expire, handle)
+        return handle
+
+    async def abort(self, user_id: int) -> int:
+        """Cancel every unfinished job of a user, on whichever gateway it was submitted."""
+        members = await self._commands.smembers(keys.in_flight(user_id))
+        job_ids = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in members]
+        async with self._commands.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.set(keys.cancelled(job_id), 1, ex=600)
+                pipe.publish(keys.CANCEL_CHANNEL, job_id)
+            await pipe.execute()
+        return len(job_ids)
+
+    async def queue_stats(self, models: list[str]) -> dict[str, tuple[int, int]]:
+        """Outstanding jobs and live workers per model, for metrics."""
+        seconds, micros = await self._commands.time()
+        now_ms = seconds * 1000 + micros // 1000
+        async with self._commands.pipeline(transaction=False) as pipe:
+            for model in models:
+                pipe.xlen(keys.jobs(model))
+                pipe.zcount(keys.workers(model), now_ms, "+inf")
+            replies = await pipe.execute()
+        return {model: (int(replies[2 * i]), int(replies[2 * i + 1])) for i, model in enumerate(models)}
+
+    async def cancel(self, handle: JobHandle) -> None:
+        """Tell whichever worker has the job (or will claim it) to stop; the handle stays until it ends."""
+        try:
+            async with self._commands.pipeline(transaction=False) as pipe:
+                pipe.set(keys.cancelled(handle.job.id), 1, ex=600)
+                pipe.publish(keys.CANCEL_CHANNEL, handle.job.id)
+                await pipe.execute()
+        except QUEUE_ERRORS:
+            log.warning("could not publish the cancellation of job %s", handle.job.id)
+
+    async def live_workers(self, model: str) -> int:
+        return int(await self._live(keys=[keys.workers(model)]))
+
+    async def invalidations(self) -> AsyncGenerator[None]:
+        """Yields whenever cached authorisation may be stale: on each message and after each reconnect."""
+        while True:
+            try:
+                async with self._subscriber.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.INVALIDATE_CHANNEL)
+                    yield None
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            yield None
+            except QUEUE_ERRORS:
+                log.warning("invalidation channel lost; reconnecting")
+                await asyncio.sleep(0.5)
+
+    def _forget(self, handle: JobHandle) -> None:
+        if self._handles.pop(handle.job.id, None) is not None and handle.job.id in self._timers:
+            self._background(self._commands.srem(keys.in_flight(handle.job.user_id), handle.job.id))
+        timer = self._timers.pop(handle.job.id, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _background(self, command: Awaitable[Any]) -> None:
+        """A bookkeeping command that must not delay the request (its failure only logs)."""
+        async def run() -> None:
+            try:
+                await command
+            except QUEUE_ERRORS:
+                log.warning("bookkeeping command failed")
+
+        self._tasks = [task for task in self._tasks if not task.done()]
+        self._tasks.append(asyncio.create_task(run()))
+
+    def _expire(self, handle: JobHandle) -> None:
+        self._abandon(handle, DeadlineExceeded("The model did not finish before the request's deadline."))
+
+    def _abandon(self, handle: JobHandle, error: ModelPortError) -> None:
+        """End a job at the gateway and tell its worker, if any, to stop."""
+        handle.fail(error.body())
+        self._background(self.cancel(handle))
+
+    def _fail_all(self, error: ModelPortError, model: str | None = None) -> None:
+        for handle in list(self._handles.values()):
+            if model is None or handle.job.model == model:
+                self._abandon(handle, error)
+
+    async def _read_inbox(self) -> None:
+        while not self._closing:
+            try:
+                await self._read_batch()
+            except QUEUE_ERRORS:
+                log.warning("lost the job queue connection; failing %d in-flight jobs", len(self._handles))
+                self._fail_all(NoWorker("The connection to the job queue was lost.", code="queue_unavailable"))
+                await asyncio.sleep(0.5)
+                with contextlib.suppress(*QUEUE_ERRORS):
+                    await self._keep_inbox(keys=[self.inbox], args=[INBOX_TTL_MS])
+
+    async def _read_batch(self) -> None:
+        reply: Any = await self._reader.xread({self.inbox: self._last_id}, count=READ_BATCH, block=READ_BLOCK_MS)
+        if not reply:
+            return
+        entries = reply[0][1]
+        for _entry_id, fields in entries:
+            self._dispatch(fields)
+        self._last_id = entries[-1][0].decode()
+        if time.monotonic() - self._trimmed_at > TRIM_INTERVAL_S:
+            self._trimmed_at = time.monotonic()
+            await self._commands.xtrim(self.inbox, minid=self._last_id, approximate=True)
+
+    def _dispatch(self, fields: dict[bytes, bytes]) -> None:
+        handle = self._handles.get(fields.get(b"j", b"").decode())
+        if handle is None:
+            return
+        if int(fields.get(b"v", b"0")) != ENVELOPE_VERSION:
+            handle.fail(NoWorker("The worker speaks another envelope version.", code="version_mismatch").body())
+            return
+        handle.deliver(decode_event(fields[b"e"]))
+
+    async def _watch(self) -> None:
+        """Fail fast the jobs of models whose last worker died, and keep the inbox alive."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                await self._keep_inbox(keys=[self.inbox], args=[INBOX_TTL_MS])
+                for model in {handle.job.model for handle in self._handles.values()}:
+                    if await self.live_workers(model) == 0:
+                        self._fail_all(NoWorker(f"The last worker serving '{model}' stopped."), model)
+            except QUEUE_ERRORS:
+                continue
+

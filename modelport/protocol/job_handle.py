@@ -1,0 +1,47 @@
+"""The gateway's view of one submitted job: events arrive from the inbox reader into a local queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from modelport.protocol.envelope import Delta, Done, Failed, Job
+from modelport.protocol.errors import ErrorBody
+
+Event = Delta | Done | Failed
+
+
+class JobHandle:
+    """Events of one job in order; ends with exactly one Done or Failed."""
+
+    def __init__(self, job: Job, on_finish: Callable[[JobHandle], None]) -> None:
+        self.job = job
+        self.started = False
+        self.finished = False
+        self.position = 0
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._on_finish = on_finish
+
+    def deliver(self, event: Event) -> None:
+        """Called by the inbox reader (or the broker's watchdogs); ignored once the job has ended."""
+        if self.finished:
+            return
+        if isinstance(event, Delta):
+            self.started = True
+        else:
+            self.finished = True
+            self._on_finish(self)
+        self._queue.put_nowait(event)
+
+    def fail(self, error: ErrorBody) -> None:
+        self.deliver(Failed(error=error))
+
+    async def next(self) -> Event:
+        return await self._queue.get()
+
+    def ready(self) -> list[Event]:
+        """Events already delivered, without waiting (lets the caller merge bursts of deltas)."""
+        events: list[Event] = []
+        while not self._queue.empty():
+            events.append(self._queue.get_nowait())
+        return events

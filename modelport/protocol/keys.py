@@ -1,0 +1,60 @@
+"""Every Redis key and channel name ModelPort uses.
+
+Keys of one model share the hash tag ``{model}``, so each Lua script and each command touches one
+cluster slot; a gateway's inbox is a single key of its own.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "mp"
+WORKER_GROUP = "workers"
+INVALIDATE_CHANNEL = f"{PREFIX}:invalidate"
+CANCEL_CHANNEL = f"{PREFIX}:cancel"
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
+
+
+def jobs(model: str) -> str:
+    """Stream of the model's outstanding jobs (queued and running), read by its workers' group."""
+    return f"{PREFIX}:{{{model}}}:jobs"
+
+
+def workers(model: str) -> str:
+    """Sorted set of the model's live workers, scored by heartbeat expiry (Redis server ms)."""
+    return f"{PREFIX}:{{{model}}}:workers"
+
+
+def fair_queue(model: str) -> list[str]:
+    """The model's fair-queue keys: rotation, waiting jobs, job bodies, turn counter, waiting count."""
+    return [f"{PREFIX}:{{{model}}}:{part}" for part in ("rotation", "waiting-jobs", "bodies", "turn", "waiting")]
+
+
+def started(model: str) -> str:
+    """Hash of the model's job ids whose first delta has been published (never re-run)."""
+    return f"{PREFIX}:{{{model}}}:started"
+
+
+def inbox(gateway_id: str) -> str:
+    """Stream of events for every job one gateway process submitted."""
+    return f"{PREFIX}:inbox:{gateway_id}"
+
+
+def cancelled(job_id: str) -> str:
+    """Flag set when a job is cancelled, for a worker that claims it later."""
+    return f"{PREFIX}:cancelled:{job_id}"
+
+
+def limit_keys(subject: str) -> list[str]:
+    """One limited subject's request window, token window, day counter and running set (one slot)."""
+    return [f"{PREFIX}:{{lim:{subject}}}:{part}" for part in ("requests", "tokens", "day", "running")]
+
+
+def in_flight(user_id: int) -> str:
+    """Set of a user's unfinished job ids, for aborting them all."""
+    return f"{PREFIX}:{{user:{user_id}}}:in-flight"
+
+
+def login_failures(subject: str) -> str:
+    """Count of recent failed admin logins for a user name or a client address."""
+    return f"{PREFIX}:login-failures:{subject}"

@@ -1,0 +1,139 @@
+"""OpenAI chat-completions wire models: what clients may send, validated once at the gateway."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modelport.protocol.errors import InvalidRequest
+
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class Message(WireModel):
+    role: Role
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def parts_have_type(cls, value: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        if isinstance(value, list) and any(not isinstance(part.get("type"), str) for part in value):
+            raise ValueError("every content part needs a string 'type'")
+        return value
+
+
+class StreamOptions(WireModel):
+    include_usage: bool = False
+
+
+class FunctionDefinition(WireModel):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(WireModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(WireModel):
+    name: str
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class ResponseFormat(WireModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+Penalty = Annotated[float, Field(ge=-2, le=2)]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class ChatCompletionRequest(WireModel):
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    messages: Annotated[list[Message], Field(min_length=1)]
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Probability | None = None
+    n: Annotated[int, Field(ge=1, le=128)] | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: int | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    @property
+    def completion_limit(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def token_estimate(self, default_completion: int) -> int:
+        """Tokens to reserve against token limits: about four characters a token of the prompt, plus the
+        completion limit (or ``default_completion``) for each of the ``n`` choices."""
+        prompt = sum(len(message.model_dump_json(include={"content", "tool_calls"})) for message in self.messages)
+        return prompt // 4 + 1 + (self.completion_limit or default_completion) * (self.n or 1)
+
+    def backend_params(self) -> dict[str, Any]:
+        """Everything a backend may pass on: the parameters the client set, minus transport fields."""
+        return self.model_dump(mode="json", exclude_unset=True, exclude={"model", "stream", "stream_options"})
+
+
+def parse_chat_request(body: bytes) -> ChatCompletionRequest:
+    """Parse and validate a request body; any problem is a 400 naming the parameter."""
+    try:
+        return ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid_request(exc) from None
+
+
+def _invalid_request(exc: ValidationError) -> InvalidRequest:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    if first["type"] == "json_invalid":
+        return InvalidRequest("We could not parse the JSON body of your request.", code="invalid_json")
+    if first["type"] == "model_type" and not first["loc"]:
+        return InvalidRequest("The request body must be a JSON object.", code="invalid_json")
+    param = _param_name(first["loc"])
+    message = f"Invalid value for '{param}': {first['msg']}." if param else first["msg"]
+    code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
+    return InvalidRequest(message, code=code, param=param or None)
+
+
+def _param_name(loc: tuple[int | str, ...]) -> str:
+    name = ""
+    for part in loc:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif part in {"str", "list[dict[str,any]]", "none"} or "[" in part or part.startswith("function-"):
+            continue
+        else:
+            name += f".{part}" if name else part
+    return name

@@ -1,0 +1,171 @@
+"""Lua scripts run atomically in Redis; each touches the keys of one model only (one cluster slot)."""
+
+from __future__ import annotations
+
+# Fair queues, per model: a rotation (sorted set of "priority|user" by -priority * 1e12 + turn, users
+# who just started waiting 1e11 earlier, so they go before those being served round-robin), each
+# user's waiting jobs (sorted set of "user|turn|job" with equal scores, read by lex range), the job
+# bodies (hash), a turn counter and the number waiting. Jobs go straight into the jobs stream while
+# nothing waits; under contention they wait here and workers move them over as slots free up, highest
+# priority first and round-robin between users within a priority.
+UNDELIVERED = """
+local function undelivered(stream)
+  local ok, summary = pcall(redis.call, 'XPENDING', stream, 'workers')
+  local pending = 0
+  if ok then pending = tonumber(summary[1]) end
+  return redis.call('XLEN', stream) - pending
+end
+"""
+
+# KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count.
+# ARGV: max outstanding jobs, job JSON, job id, user id, priority.
+# Returns 0 when sent to the stream, N > 0 when waiting N-th, -1 without a live worker, -2 when full.
+SUBMIT = UNDELIVERED + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) == 0 then return -1 end
+local waiting = tonumber(redis.call('GET', KEYS[7]) or '0')
+if redis.call('XLEN', KEYS[2]) + waiting >= tonumber(ARGV[1]) then return -2 end
+if waiting == 0 and undelivered(KEYS[2]) <= 0 then
+  redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+  return 0
+end
+local turn = redis.call('INCR', KEYS[6])
+redis.call('HSET', KEYS[5], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[4], 0, ARGV[4] .. '|' .. string.format('%016d', turn) .. '|' .. ARGV[3])
+local member = ARGV[5] .. '|' .. ARGV[4]
+if not redis.call('ZSCORE', KEYS[3], member) then
+  -- a user who was not waiting goes ahead of those already being served in turn (same priority)
+  redis.call('ZADD', KEYS[3], -tonumber(ARGV[5]) * 1e12 - 1e11 + turn, member)
+end
+return redis.call('INCR', KEYS[7])
+"""
+
+# KEYS: jobs, rotation, waiting jobs, job bodies, turn, waiting count. ARGV: free slots of the caller.
+# Moves waiting jobs into the stream until it holds as many undelivered jobs as the caller can take.
+DISPATCH = UNDELIVERED + """
+local want = tonumber(ARGV[1]) - undelivered(KEYS[1])
+local moved = 0
+while moved < want do
+  local head = redis.call('ZPOPMIN', KEYS[2])
+  if #head == 0 then break end
+  local priority, user = string.match(head[1], '^(-?%d+)|(%d+)$')
+  local low, high = '[' .. user .. '|', '[' .. user .. '|~'
+  local first = redis.call('ZRANGEBYLEX', KEYS[3], low, high, 'LIMIT', 0, 1)
+  if #first > 0 then
+    redis.call('ZREM', KEYS[3], first[1])
+    local job_id = string.match(first[1], '|([^|]+)$')
+    local job = redis.call('HGET', KEYS[4], job_id)
+    redis.call('HDEL', KEYS[4], job_id)
+    redis.call('DECR', KEYS[6])
+    if job then
+      redis.call('XADD', KEYS[1], '*', 'job', job)
+      moved = moved + 1
+    end
+    if #redis.call('ZRANGEBYLEX', KEYS[3], low, high, 'LIMIT', 0, 1) > 0 then
+      redis.call('ZADD', KEYS[2], -tonumber(priority) * 1e12 + redis.call('INCR', KEYS[5]), head[1])
+    end
+  end
+end
+return moved
+"""
+
+# KEYS: workers zset. Returns the number of live workers (heartbeat not yet expired).
+LIVE_WORKERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# KEYS: workers zset. ARGV: worker id, lease ms. Records a heartbeat valid for the lease.
+HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
+return 1
+"""
+
+# KEYS: inbox stream. ARGV: ttl ms. Creates the (empty) inbox if Redis lost it and renews its TTL.
+KEEP_INBOX = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local id = redis.call('XADD', KEYS[1], '*', 'init', '1')
+  redis.call('XDEL', KEYS[1], id)
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
+# KEYS: one subject's request window, token window, day counter, running set (see keys.limit_keys).
+# ARGV: requests/min, tokens/min, tokens/day, concurrent (0 = unlimited), token estimate, request id,
+# lease ms. Returns {verdict, retry ms, requests in window, tokens in window, window reset ms}; verdict
+# 'ok' means the request is counted and its tokens reserved.
+ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, tpm, tpd, conc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local estimate, id, lease = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 60000)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+local function reset(key)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if #oldest == 0 then return 60000 end
+  return math.max(1, tonumber(oldest[2]) + 60000 - now)
+end
+local requests = redis.call('ZCARD', KEYS[1])
+local tokens = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  tokens = tokens + tonumber(string.match(member, ':(%d+)$'))
+end
+local today = math.floor(now / 86400000)
+local day_used = 0
+local stored = redis.call('GET', KEYS[3])
+if stored then
+  local day, used = string.match(stored, '^(%d+):(%d+)$')
+  if tonumber(day) == today then day_used = tonumber(used) end
+end
+if rpm > 0 and requests >= rpm then
+  return {'requests', reset(KEYS[1]), requests, tokens, reset(KEYS[1])}
+end
+if tpm > 0 and tokens > 0 and tokens + estimate > tpm then
+  return {'tokens', reset(KEYS[2]), requests, tokens, reset(KEYS[2])}
+end
+if tpd > 0 and day_used > 0 and day_used + estimate > tpd then
+  local ms = (today + 1) * 86400000 - now
+  return {'daily_tokens', ms, requests, tokens, ms}
+end
+if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then
+  return {'concurrency', 1000, requests, tokens, reset(KEYS[1])}
+end
+redis.call('ZADD', KEYS[1], now, id)
+redis.call('PEXPIRE', KEYS[1], 61000)
+redis.call('ZADD', KEYS[2], now, id .. ':' .. estimate)
+redis.call('PEXPIRE', KEYS[2], 61000)
+redis.call('SET', KEYS[3], today .. ':' .. (day_used + estimate), 'PX', 172800000)
+redis.call('ZADD', KEYS[4], now + lease, id)
+redis.call('PEXPIRE', KEYS[4], lease)
+return {'ok', 0, requests + 1, tokens + estimate, reset(KEYS[1])}
+"""
+
+# KEYS: as ADMIT. ARGV: request id, reserved tokens, tokens used, 1 to release (forget the request).
+# Replaces the reservation by what was used and frees the concurrency slot.
+SETTLE = """
+local reserved = ARGV[1] .. ':' .. ARGV[2]
+local score = redis.call('ZSCORE', KEYS[2], reserved)
+if score then
+  redis.call('ZREM', KEYS[2], reserved)
+  if ARGV[4] ~= '1' then redis.call('ZADD', KEYS[2], score, ARGV[1] .. ':' .. ARGV[3]) end
+end
+if ARGV[4] == '1' then redis.call('ZREM', KEYS[1], ARGV[1]) end
+local stored = redis.call('GET', KEYS[3])
+if stored then
+  local day, used = string.match(stored, '^(%d+):(%d+)$')
+  local corrected = math.max(0, tonumber(used) - tonumber(ARGV[2]) + tonumber(ARGV[3]))
+  redis.call('SET', KEYS[3], day .. ':' .. corrected, 'KEEPTTL')
+end
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"""

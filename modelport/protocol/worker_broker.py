@@ -1,0 +1,148 @@
+"""The worker side of the queue: heartbeats, claiming, leases, re-running jobs of dead workers, cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+from redis.exceptions import ResponseError
+
+from modelport.protocol import keys, scripts
+from modelport.protocol.connection import QUEUE_ERRORS, redis_client
+from modelport.protocol.envelope import Failed, Job
+from modelport.protocol.errors import ModelPortError, NoWorker
+from modelport.protocol.outbox import ClaimedJob, Outbox
+
+log = logging.getLogger(__name__)
+
+
+class WorkerBroker:
+    """Every queue command a worker issues, for one model."""
+
+    def __init__(self, redis_url: str, model: str, worker_id: str, *, lease_ms: int = 3000,
+                 max_attempts: int = 3) -> None:
+        self.model = model
+        self.worker_id = worker_id
+        self.lease_ms = lease_ms
+        self.max_attempts = max_attempts
+        self._jobs_key = keys.jobs(model)
+        self._claimer = redis_client(redis_url, connections=1, name=f"mp-worker-{worker_id}-claim")
+        self._commands = redis_client(redis_url, connections=2, name=f"mp-worker-{worker_id}")
+        self._subscriber = redis_client(redis_url, connections=1, name=f"mp-worker-{worker_id}-sub",
+                                        socket_timeout=30.0)
+        self._heartbeat = self._commands.register_script(scripts.HEARTBEAT)
+        self._dispatch = self._commands.register_script(scripts.DISPATCH)
+        self._background: set[asyncio.Task[None]] = set()
+        self.on_cancel: Callable[[str], None] = lambda job_id: None
+        self.outbox = Outbox(self._commands, model, self._cancel_locally)
+
+    async def close(self) -> None:
+        with contextlib.suppress(*QUEUE_ERRORS):
+            await self._commands.zrem(keys.workers(self.model), self.worker_id)
+        for client in (self._claimer, self._commands, self._subscriber):
+            await client.aclose()
+
+    async def heartbeat(self) -> None:
+        await self._heartbeat(keys=[keys.workers(self.model)], args=[self.worker_id, self.lease_ms])
+
+    async def ensure_group(self) -> None:
+        with contextlib.suppress(ResponseError):
+            await self._commands.xgroup_create(self._jobs_key, keys.WORKER_GROUP, id="0", mkstream=True)
+
+    async def claim(self, count: int, block_ms: int = 250) -> list[ClaimedJob]:
+        """New jobs for this worker, waiting up to ``block_ms`` for one; first, jobs waiting in the fair
+        queue are moved into the stream for the slots this worker has free."""
+        await self._dispatch(keys=[self._jobs_key, *keys.fair_queue(self.model)], args=[count])
+        try:
+            reply: Any = await self._claimer.xreadgroup(keys.WORKER_GROUP, self.worker_id, {self._jobs_key: ">"},
+                                                   count=count, block=block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        entries = reply[0][1] if reply else []
+        return [claimed for claimed in (self._decode(entry_id, fields, 1) for entry_id, fields in entries)
+                if claimed is not None]
+
+    async def renew(self, entry_ids: list[str | bytes | int | memoryview]) -> None:
+        """Extend the lease of the jobs this worker is running (idle time reset, attempt count kept)."""
+        if entry_ids:
+            await self._commands.xclaim(self._jobs_key, keys.WORKER_GROUP, self.worker_id, 0, entry_ids,
+                                        justid=True)
+
+    async def reclaim(self, count: int) -> list[ClaimedJob]:
+        """Take over jobs whose worker stopped renewing; started ones end with an error, never re-run."""
+        try:
+            reply: Any = await self._commands.xautoclaim(self._jobs_key, keys.WORKER_GROUP, self.worker_id,
+                                                    self.lease_ms, "0-0", count=count)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_group()
+            return []
+        runnable: list[ClaimedJob] = []
+        for entry_id, fields in reply[1]:
+            attempt = await self._attempts(entry_id)
+            claimed = self._decode(entry_id, fields, attempt)
+            if claimed is None:
+                continue
+            if await self._commands.hexists(keys.started(self.model), claimed.job.id):
+                log.warning("job %s lost its worker mid-stream", claimed.job.id, extra={"job": claimed.job.id})
+                self.fail(claimed, NoWorker("The worker serving this request stopped mid-stream.",
+                                            code="worker_lost"))
+            elif attempt > self.max_attempts:
+                self.fail(claimed, NoWorker(f"The job was attempted {self.max_attempts} times and its worker "
+                                            "died each time.", code="worker_lost"))
+            else:
+                log.info("re-running job %s (attempt %d)", claimed.job.id, attempt, extra={"job": claimed.job.id})
+                runnable.append(claimed)
+        return runnable
+
+    async def was_cancelled(self, job_id: str) -> bool:
+        return bool(await self._commands.exists(keys.cancelled(job_id)))
+
+    def fail(self, claimed: ClaimedJob, error: ModelPortError) -> None:
+        self.outbox.put(claimed, Failed(error=error.body()))
+
+    async def listen_for_cancels(self) -> None:
+        while True:
+            try:
+                async with self._subscriber.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.CANCEL_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._cancel_locally(message["data"].decode())
+            except QUEUE_ERRORS:
+                await asyncio.sleep(0.5)
+
+    def _cancel_locally(self, job_id: str) -> None:
+        self.on_cancel(job_id)
+
+    async def _attempts(self, entry_id: str) -> int:
+        pending = await self._commands.xpending_range(self._jobs_key, keys.WORKER_GROUP, entry_id, entry_id, 1)
+        return int(pending[0]["times_delivered"]) if pending else 1
+
+    def _decode(self, entry_id: bytes | str, fields: dict[bytes, bytes] | None, attempt: int) -> ClaimedJob | None:
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        try:
+            job = Job.model_validate_json((fields or {})[b"job"])
+        except (KeyError, ValidationError):
+            log.error("dropping unreadable queue entry %s", entry)
+            self._drop(entry)
+            return None
+        return ClaimedJob(entry_id=entry, job=job, attempt=attempt)
+
+    def _drop(self, entry_id: str) -> None:
+        async def drop() -> None:
+            with contextlib.suppress(*QUEUE_ERRORS):
+                await self._commands.xack(self._jobs_key, keys.WORKER_GROUP, entry_id)
+                await self._commands.xdel(self._jobs_key, entry_id)
+
+        task = asyncio.get_running_loop().create_task(drop())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

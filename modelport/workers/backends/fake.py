@@ -1,0 +1,72 @@
+"""A deterministic backend for tests and benchmarks: replies with a fixed or echoed text, word by word."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from modelport.protocol.envelope import ChoiceDelta, Delta, Usage
+from modelport.protocol.errors import InvalidRequest
+
+
+class FakeConfig(BaseModel):
+    reply: str = "Hello from the fake model. 你好，世界！"
+    echo: bool = False
+    delay_ms: float = Field(default=0.0, ge=0)
+    first_delay_ms: float = Field(default=0.0, ge=0)
+    chunks: int | None = Field(default=None, ge=1)
+    concurrency: int = Field(default=64, ge=1)
+
+
+class FakeBackend:
+    def __init__(self, config: FakeConfig) -> None:
+        self.config = config
+        self.concurrency = config.concurrency
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def pieces(self, params: dict[str, Any]) -> list[str]:
+        text = _last_user_text(params) if self.config.echo else self.config.reply
+        words = [word + " " for word in text.split(" ")]
+        words[-1] = words[-1].rstrip(" ")
+        if self.config.chunks is not None:
+            words = [words[i % len(words)] for i in range(self.config.chunks)]
+        limit = params.get("max_completion_tokens") or params.get("max_tokens")
+        return words[:limit] if isinstance(limit, int) else words
+
+    async def stream(self, params: dict[str, Any]) -> AsyncIterator[Delta | Usage]:
+        if any(isinstance(stop, str) and stop == "" for stop in _stops(params)):
+            raise InvalidRequest("Stop sequences must not be empty.", param="stop")
+        pieces = self.pieces(params)
+        truncated = len(pieces) < len(self.pieces({"messages": params.get("messages", [])}))
+        for count in range(params.get("n") or 1):
+            if self.config.first_delay_ms:
+                await asyncio.sleep(self.config.first_delay_ms / 1000)
+            for position, piece in enumerate(pieces):
+                last = position == len(pieces) - 1
+                finish = ("length" if truncated else "stop") if last else None
+                yield Delta(choices=[ChoiceDelta(index=count, content=piece, finish_reason=finish)])
+                if self.config.delay_ms and not last:
+                    await asyncio.sleep(self.config.delay_ms / 1000)
+        prompt = sum(len(str(message.get("content") or "").split()) for message in params.get("messages", []))
+        yield Usage(prompt_tokens=prompt, completion_tokens=len(pieces) * (params.get("n") or 1))
+
+
+def _stops(params: dict[str, Any]) -> list[Any]:
+    stop = params.get("stop")
+    return [stop] if isinstance(stop, str) else list(stop or [])
+
+
+def _last_user_text(params: dict[str, Any]) -> str:
+    for message in reversed(params.get("messages", [])):
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, str) and content:
+            return content
+    return "(nothing to echo)"

@@ -1,0 +1,133 @@
+"""Any OpenAI-compatible upstream (OpenAI, vLLM, Ollama, llama.cpp's server), streamed over aiohttp.
+
+Measured on this machine, the official SDK (even on its aiohttp transport) took 1.5 ms to a first
+chunk that raw aiohttp gets in 0.7 ms, and ModelPort's budget for everything it adds is 2 ms; so the
+request is one POST of the client's own parameters and the SSE lines are parsed here with orjson.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+from pydantic import BaseModel, Field
+
+from modelport.protocol.envelope import ChoiceDelta, Delta, ToolCallFragment, Usage
+from modelport.protocol.errors import (
+    ContextLengthExceeded,
+    DeadlineExceeded,
+    InvalidRequest,
+    ModelPortError,
+    RateLimited,
+    UpstreamError,
+)
+
+
+class OpenAICompatConfig(BaseModel):
+    base_url: str
+    upstream_model: str
+    api_key_env: str | None = None
+    timeout_s: float = Field(default=600.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    concurrency: int = Field(default=256, ge=1)
+
+
+class OpenAICompatBackend:
+    def __init__(self, config: OpenAICompatConfig) -> None:
+        self.config = config
+        self.concurrency = config.concurrency
+        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self.config.api_key_env:
+            key = os.environ.get(self.config.api_key_env, "")
+            if not key:
+                raise RuntimeError(f"environment variable {self.config.api_key_env} (the upstream key) is not set")
+            self._headers["Authorization"] = f"Bearer {key}"
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout_s,
+                                        sock_read=self.config.timeout_s)
+        self._session = aiohttp.ClientSession(timeout=timeout, read_bufsize=2**20,
+                                              connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def stream(self, params: dict[str, Any]) -> AsyncIterator[Delta | Usage]:
+        assert self._session is not None, "start() first"
+        body = orjson.dumps({**params, "model": self.config.upstream_model, "stream": True,
+                             "stream_options": {"include_usage": True}})
+        try:
+            async with self._session.post(self._url, data=body, headers=self._headers) as response:
+                if response.status >= 400:
+                    raise upstream_error(response.status, _message(await response.read()))
+                async for line in response.content:
+                    event = _parse_line(line)
+                    if event is not None:
+                        yield event
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise DeadlineExceeded("The upstream model did not answer in time.", code="upstream_timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"Could not reach the upstream model: {exc}", code="upstream_unreachable") from None
+
+
+def _parse_line(line: bytes) -> Delta | Usage | None:
+    if not line.startswith(b"data:"):
+        return None
+    payload = line[5:].strip()
+    if payload == b"[DONE]" or not payload:
+        return None
+    chunk = orjson.loads(payload)
+    if "error" in chunk:
+        raise UpstreamError(f"The upstream model failed mid-stream: {chunk['error']}")
+    choices = [_choice(choice) for choice in chunk.get("choices") or []]
+    if choices:
+        return Delta(choices=choices)
+    usage = chunk.get("usage")
+    if usage:
+        return Usage(prompt_tokens=usage.get("prompt_tokens") or 0,
+                     completion_tokens=usage.get("completion_tokens") or 0)
+    return None
+
+
+def _choice(choice: dict[str, Any]) -> ChoiceDelta:
+    delta = choice.get("delta") or {}
+    calls = delta.get("tool_calls")
+    return ChoiceDelta(
+        index=choice.get("index", 0),
+        content=delta.get("content"),
+        tool_calls=[ToolCallFragment.model_validate(call) for call in calls] if calls else None,
+        finish_reason=choice.get("finish_reason"),
+    )
+
+
+def _message(body: bytes) -> str:
+    """The upstream's error message, from OpenAI's envelope when it sent one."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode(errors="replace")[:500] or "no details"
+    inner = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+    if isinstance(inner, dict) and inner.get("message"):
+        return str(inner["message"])
+    return str(inner)[:500]
+
+
+def upstream_error(status: int, message: str) -> ModelPortError:
+    """Map an upstream HTTP status to the error the client should see."""
+    if status == 429:
+        return RateLimited(f"The upstream model is rate limited: {message}", code="upstream_rate_limited",
+                           retry_after=5)
+    if status in (401, 403):
+        return UpstreamError(f"The upstream refused the worker's credentials: {message}",
+                             code="upstream_authentication_failed")
+    if status in (400, 404, 413, 422):
+        if "context" in message.lower() and "length" in message.lower():
+            return ContextLengthExceeded(message)
+        return InvalidRequest(f"The upstream model rejected the request: {message}", code="upstream_invalid_request")
+    return UpstreamError(f"The upstream model failed (HTTP {status}): {message}")

@@ -1,0 +1,24 @@
+"""Prometheus metrics of one worker process, served on MODELPORT_METRICS_PORT when it is set."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+class WorkerMetrics:
+    def __init__(self, model: str) -> None:
+        self.registry = CollectorRegistry()
+        self._model = model
+        self._jobs = Counter("modelport_worker_jobs", "Jobs finished, by outcome", ["model", "outcome"],
+                             registry=self.registry)
+        self._tokens = Counter("modelport_worker_completion_tokens", "Completion tokens produced", ["model"],
+                               registry=self.registry)
+        self.running = Gauge("modelport_worker_running_jobs", "Jobs being served now", ["model"],
+                             registry=self.registry).labels(model)
+
+    def finished(self, outcome: str, completion_tokens: int) -> None:
+        self._jobs.labels(self._model, outcome).inc()
+        self._tokens.labels(self._model).inc(completion_tokens)
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, registry=self.registry)

@@ -1,0 +1,182 @@
+"""The worker runtime: claim jobs, stream them through a backend, publish events, ack; heartbeats,
+leases, re-running jobs of dead workers, cancellation between deltas, and drain on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.envelope import ENVELOPE_VERSION, Delta, Done, Failed, Usage
+from modelport.protocol.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    InvalidRequest,
+    ModelPortError,
+    UpstreamError,
+)
+from modelport.protocol.outbox import ClaimedJob
+from modelport.protocol.worker_broker import WorkerBroker
+from modelport.workers.backends.base import Backend
+from modelport.workers.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    """Serves one model from its queue until ``stop`` is set, then drains for at most ``drain_s``."""
+
+    def __init__(self, broker: WorkerBroker, backend: Backend, *, heartbeat_s: float = 1.0,
+                 drain_s: float = 30.0, metrics: WorkerMetrics | None = None) -> None:
+        self.broker = broker
+        self.backend = backend
+        self.metrics = metrics or WorkerMetrics(broker.model)
+        self.heartbeat_s = heartbeat_s
+        self.drain_s = drain_s
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._claims: dict[str, ClaimedJob] = {}
+        self._cancelled_by_client: set[str] = set()
+        self._slot_freed = asyncio.Event()
+        broker.on_cancel = self._cancel
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.backend.start()
+        await self.broker.ensure_group()
+        await self.broker.heartbeat()
+        helpers = [asyncio.create_task(self.broker.outbox.run()),
+                   asyncio.create_task(self.broker.listen_for_cancels()),
+                   asyncio.create_task(self._maintain())]
+        log.info("worker %s serving %s", self.broker.worker_id, self.broker.model)
+        try:
+            await self._claim_until(stop)
+            await self._drain()
+            await asyncio.wait_for(self.broker.outbox.drained(), timeout=5)
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.wait(helpers, timeout=2)
+            await self.broker.close()
+            await self.backend.close()
+
+    async def _claim_until(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            free = self.backend.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), timeout=0.5)
+                continue
+            try:
+                claimed = await self.broker.claim(min(free, 64))
+            except QUEUE_ERRORS:
+                log.warning("queue unreachable; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            for job in claimed:
+                self._start(job)
+
+    async def _drain(self) -> None:
+        if self._running:
+            log.info("draining %d jobs", len(self._running))
+            await asyncio.wait(list(self._running.values()), timeout=self.drain_s)
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                await self.broker.heartbeat()
+                await self.broker.renew([claimed.entry_id for claimed in self._claims.values()])
+                free = self.backend.concurrency - len(self._running)
+                if free > 0:
+                    for job in await self.broker.reclaim(free):
+                        self._start(job)
+            except QUEUE_ERRORS:
+                log.warning("heartbeat failed; retrying")
+            await asyncio.sleep(self.heartbeat_s)
+
+    def _start(self, claimed: ClaimedJob) -> None:
+        job_id = claimed.job.id
+        self._claims[job_id] = claimed
+        task = asyncio.create_task(self._serve(claimed))
+        self._running[job_id] = task
+        task.add_done_callback(lambda _: self._finished(job_id))
+        self.metrics.running.set(len(self._running))
+
+    def _finished(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+        self._claims.pop(job_id, None)
+        self._cancelled_by_client.discard(job_id)
+        self._slot_freed.set()
+        self.metrics.running.set(len(self._running))
+
+    def _cancel(self, job_id: str) -> None:
+        task = self._running.get(job_id)
+        if task is not None:
+            self._cancelled_by_client.add(job_id)
+            task.cancel()
+
+    async def _serve(self, claimed: ClaimedJob) -> None:
+        job, outbox = claimed.job, self.broker.outbox
+        fields = {"job": job.id, "model": job.model, "user": job.user}
+        try:
+            self._check_runnable(claimed)
+        except ModelPortError as exc:
+            outbox.put(claimed, Failed(error=exc.body()))
+            return
+        # Whether the client cancelled while the job was queued is asked alongside the first token,
+        # not before it: the answer is in by the time anything would be published.
+        cancelled_early = asyncio.ensure_future(self.broker.was_cancelled(job.id))
+        produced = 0
+        started = time.monotonic()
+        try:
+            usage: Usage | None = None
+            async for item in self.backend.stream(job.params):
+                if produced == 0 and await cancelled_early:
+                    raise Cancelled("The client cancelled the request before it started.")
+                if isinstance(item, Usage):
+                    usage = item
+                else:
+                    produced += 1
+                    outbox.put(claimed, item)
+                    if produced == 1:
+                        await asyncio.sleep(0)  # let the outbox send the first token now, unmerged
+            outbox.put(claimed, Done(usage=usage or Usage(completion_tokens=produced)))
+            self.metrics.finished("done", usage.completion_tokens if usage else produced)
+            log.info("job done in %.0f ms", (time.monotonic() - started) * 1000, extra=fields)
+        except asyncio.CancelledError:
+            self._after_cancel(claimed, produced)
+            if job.id not in self._cancelled_by_client:
+                raise
+        except ModelPortError as exc:
+            outbox.put(claimed, Failed(error=exc.body(), usage=Usage(completion_tokens=produced)))
+            self.metrics.finished("cancelled" if isinstance(exc, Cancelled) else "failed", produced)
+        except Exception:
+            log.exception("backend failed", extra=fields)
+            outbox.put(claimed, Failed(error=UpstreamError("The model backend failed unexpectedly.").body(),
+                                       usage=Usage(completion_tokens=produced)))
+            self.metrics.finished("failed", produced)
+        finally:
+            cancelled_early.cancel()
+
+    def _check_runnable(self, claimed: ClaimedJob) -> None:
+        if claimed.job.v != ENVELOPE_VERSION:
+            raise InvalidRequest(f"This worker speaks envelope version {ENVELOPE_VERSION}, not {claimed.job.v}.",
+                                 code="version_mismatch")
+        if claimed.job.deadline_ms < time.time() * 1000:
+            raise DeadlineExceeded("The request's deadline passed while it waited in the queue.")
+
+    def _after_cancel(self, claimed: ClaimedJob, produced: int) -> None:
+        usage = Usage(completion_tokens=produced)
+        if claimed.job.id in self._cancelled_by_client:
+            log.info("job cancelled after %d deltas", produced, extra={"job": claimed.job.id})
+            self.metrics.finished("cancelled", produced)
+            self.broker.outbox.put(claimed, Failed(error=Cancelled("Cancelled by the client.").body(), usage=usage))
+        elif claimed.marked_started or any(isinstance(event, Delta) for event in claimed.pending):
+            error = UpstreamError("The worker shut down mid-stream.", code="worker_shutdown")
+            self.broker.outbox.put(claimed, Failed(error=error.body(), usage=usage))
+        else:
+            log.info("leaving unstarted job %s for another worker", claimed.job.id)

@@ -1,0 +1,125 @@
+"""A whole ModelPort installation for end-to-end tests: database, Redis, gateways and workers as real
+processes, and the CLI run in-process against the same settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import redis
+from sqlmodel import select
+
+from modelport.cli.main import main as cli_main
+from modelport.db.engine import create_engine, session_factory
+from modelport.db.migrate import upgrade
+from modelport.db.tables import UsageRecord
+from modelport.protocol import keys
+from tests.servers import Process, free_port, wait_healthy
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class System:
+    def __init__(self, database_url: str, redis_url: str, logs: Path, **settings: str) -> None:
+        self.database_url = database_url
+        self.env = {"MODELPORT_DATABASE_URL": database_url, "MODELPORT_REDIS_URL": redis_url,
+                    "MODELPORT_LOG_LEVEL": "INFO", **settings}
+        self.redis_url = redis_url
+        self.logs = logs
+        self.processes: list[Process] = []
+        upgrade(database_url)
+
+    def cli(self, *args: str, stdin: str = "") -> str:
+        out = io.StringIO()
+        with environment(self.env), contextlib.redirect_stdout(out), mock.patch("sys.stdin", io.StringIO(stdin)):
+            cli_main(list(args))
+        return out.getvalue()
+
+    def user_with_token(self, model: str, user: str | None = None) -> str:
+        """A new user in a new group granted ``model``; returns the user's new token."""
+        user = user or f"user-{uuid.uuid4().hex[:8]}"
+        group = f"group-{uuid.uuid4().hex[:8]}"
+        self.cli("user", "add", user)
+        self.cli("group", "add", group)
+        self.cli("user", "join", user, group)
+        self.cli("group", "grant", group, model)
+        return self.cli("token", "create", user).strip().splitlines()[-1]
+
+    def gateway(self, **settings: str) -> str:
+        port = free_port()
+        self.processes.append(Process(["modelport", "gateway", "--port", str(port)], {**self.env, **settings},
+                                      self.logs / f"gateway-{port}.log"))
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base)
+        return base
+
+    def worker(self, model: str, **settings: str) -> Process:
+        [process] = self.workers(model, **settings)
+        return process
+
+    def workers(self, *models: str, **settings: str) -> list[Process]:
+        """Start one worker per model (in parallel) and wait until each has announced itself."""
+        client = redis.Redis.from_url(self.redis_url)
+        before = {model: set(client.zrange(keys.workers(model), 0, -1)) for model in models}
+        started = [
+            Process(["modelport", "worker", model], {**self.env, **settings},
+                    self.logs / f"worker-{model.replace('/', '_')}-{len(self.processes) + position}.log")
+            for position, model in enumerate(models)
+        ]
+        self.processes.extend(started)
+        deadline = time.monotonic() + 30
+        for model in set(models):
+            wanted = models.count(model)
+            while len(set(client.zrange(keys.workers(model), 0, -1)) - before[model]) < wanted:
+                dead = [process for process, name in zip(started, models, strict=True)
+                        if name == model and not process.alive()]
+                if dead or time.monotonic() > deadline:
+                    raise RuntimeError(f"a worker for {model} did not start; see {started[models.index(model)].log}")
+                time.sleep(0.05)
+        client.close()
+        return started
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+
+
+def usage_records(database_url: str, job_id: str, timeout: float = 10.0) -> list[UsageRecord]:
+    """The usage rows of one job, waiting for the gateway's batched writer to flush them."""
+
+    async def fetch() -> list[UsageRecord]:
+        engine = create_engine(database_url)
+        try:
+            async with session_factory(engine)() as session:
+                rows = await session.exec(select(UsageRecord).where(UsageRecord.job_id == job_id))
+                return list(rows.all())
+        finally:
+            await engine.dispose()
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = asyncio.run(fetch())
+        if found:
+            return found
+        time.sleep(0.2)
+    return []

@@ -1,0 +1,273 @@
+"""The admin app as people use it over HTTP: local and LDAP login (a real slapd), throttling, admin-only
+views by URL, validated model registration, and revocation reaching a live gateway within a second."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy import text
+
+from tests.ldap_server import ROOT_DN, ROOT_PASSWORD, SUFFIX, LdapServer
+from tests.servers import Process, RedisServer, free_port, running, wait_healthy
+from tests.system import System
+
+ADMIN_PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Panel:
+    system: System
+    base: str
+    gateway: str
+    ldap: LdapServer
+
+
+def start_admin(system: System, logs: Path, **settings: str) -> str:
+    port = free_port()
+    system.processes.append(Process(["modelport", "admin", "--port", str(port)], {**system.env, **settings},
+                                    logs / f"admin-{port}.log"))
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{base}/admin/login", timeout=1)
+            return base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError("the admin app did not start")
+
+
+@pytest.fixture(scope="module")
+def panel(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[Panel]:
+    for ldap in running(LdapServer(tmp_path_factory.mktemp("ldap"))):
+        system = System(f"sqlite:///{tmp_path_factory.mktemp('admin') / 'db.sqlite'}", redis_server.url, logs)
+        system.cli("user", "add", "root", "--admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
+        system.cli("user", "add", "plain", "--password-stdin", stdin="plain-pass\n")
+        system.cli("group", "add", "lab", "--permission", "read_api_token")
+        system.cli("llm", "add", "quick", "--backend", "fake")
+        system.cli("llm", "add", "other", "--backend", "fake")
+        system.cli("group", "grant", "lab", "quick")
+        base = start_admin(system, logs, MODELPORT_LDAP_URL=ldap.url,
+                           MODELPORT_LDAP_USER_DN_TEMPLATE=f"uid={{username}},ou=people,{SUFFIX}",
+                           MODELPORT_LDAP_GROUP_BASE=f"ou=groups,{SUFFIX}",
+                           MODELPORT_LDAP_GROUP_MAP='{"researchers": "lab"}', MODELPORT_ADMIN_LOGIN_ATTEMPTS="3")
+        gateway = system.gateway()
+        system.workers("quick")
+        wait_healthy(gateway)
+        yield Panel(system, base, gateway, ldap)
+        system.stop()
+
+
+def logged_in(base: str, user: str, password: str) -> tuple[httpx.Client, httpx.Response]:
+    client = httpx.Client(base_url=base, timeout=10)
+    client.get("/admin/login")
+    answer = client.post("/admin/login", data={"username": user, "password": password,
+                                                "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")})
+    return client, answer
+
+
+def query(system: System, sql: str) -> list[tuple[object, ...]]:
+    engine = create_sync_engine(system.database_url)
+    with engine.connect() as connection:
+        rows = [tuple(row) for row in connection.execute(text(sql))]
+    engine.dispose()
+    return rows
+
+
+def test_local_admin_logs_in_and_sees_the_views(panel: Panel) -> None:
+    client, answer = logged_in(panel.base, "root", ADMIN_PASSWORD)
+    assert answer.status_code == 303
+    page = client.get("/admin/user/list")
+    assert page.status_code == 200 and "root" in page.text and "plain" in page.text
+    assert "$argon2" not in page.text
+
+
+def test_non_admins_cannot_reach_admin_views_by_url(panel: Panel) -> None:
+    client, answer = logged_in(panel.base, "plain", "plain-pass")
+    assert answer.status_code == 303
+    for path in ("/admin/user/list", "/admin/token/list", "/admin/llm/create", "/admin/audit/list"):
+        assert client.get(path).status_code in (403, 404), path
+    anonymous = httpx.get(f"{panel.base}/admin/user/list")
+    assert anonymous.status_code == 303 and "/admin/login" in anonymous.headers["location"]
+
+
+def test_password_guessing_is_throttled(panel: Panel) -> None:
+    panel.system.cli("user", "add", "target", "--admin", "--password-stdin", stdin="the-real-one\n")
+    for _ in range(3):
+        assert logged_in(panel.base, "target", "guess")[1].status_code == 400
+    _, refused = logged_in(panel.base, "target", "the-real-one")
+    assert refused.status_code == 400 and "Too many failed attempts" in refused.text
+
+
+def test_ldap_login_creates_the_user_with_mapped_groups(panel: Panel) -> None:
+    _, refused = logged_in(panel.base, "alice", "wrong")
+    assert refused.status_code == 400 and "Invalid user name or password" in refused.text
+    client, answer = logged_in(panel.base, "alice", "alice-pass")
+    assert answer.status_code == 303
+    [(source, display, email)] = query(panel.system, "SELECT source, display_name, email FROM user WHERE name='alice'")
+    assert (source, display, email) == ("LDAP", "Alice Liddell", "alice@example.org")
+    groups = query(panel.system, "SELECT g.name FROM membership m JOIN \"group\" g ON g.id = m.group_id "
+                                 "JOIN user u ON u.id = m.user_id WHERE u.name = 'alice'")
+    assert groups == [("lab",)]
+    assert client.get("/admin/user/list").status_code in (403, 404), "LDAP users are not administrators"
+
+
+def test_users_removed_from_the_directory_are_deactivated_locally(panel: Panel) -> None:
+    assert logged_in(panel.base, "bob", "bob-pass")[1].status_code == 303
+    subprocess.run(["ldapdelete", "-x", "-H", panel.ldap.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD,
+                    f"uid=bob,ou=people,{SUFFIX}"], check=True, capture_output=True)
+    assert logged_in(panel.base, "bob", "bob-pass")[1].status_code == 400
+    assert query(panel.system, "SELECT active FROM user WHERE name = 'bob'") == [(0,)]
+    assert ("ldap", "user.deactivate") in query(panel.system, "SELECT actor, action FROM auditentry")
+
+
+def test_unreachable_directory_is_explained_and_local_accounts_still_work(panel: Panel) -> None:
+    base = start_admin(panel.system, Path(panel.system.logs), MODELPORT_LDAP_URL=f"ldap://127.0.0.1:{free_port()}",
+                       MODELPORT_LDAP_TIMEOUT_S="1")
+    _, refused = logged_in(base, "bob", "bob-pass")
+    assert refused.status_code == 400 and "unreachable" in refused.text
+    assert logged_in(base, "root", ADMIN_PASSWORD)[1].status_code == 303
+
+
+def test_model_config_is_validated_before_it_is_saved(panel: Panel) -> None:
+    client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
+    form = {"name": "remote", "backend": "openai_compat", "config": json.dumps({"base_url": "http://x/v1"}),
+            "enabled": "on", "max_queue": "16", "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")}
+    refused = client.post("/admin/llm/create", data=form)
+    assert refused.status_code != 303 and "upstream_model" in refused.text
+    assert query(panel.system, "SELECT name FROM llm WHERE name='remote'") == []
+    form["config"] = json.dumps({"base_url": "http://x/v1", "upstream_model": "m"})
+    assert client.post("/admin/llm/create", data=form).status_code == 303
+    assert query(panel.system, "SELECT backend FROM llm WHERE name='remote'") == [("openai_compat",)]
+    assert ("root", "llm.create") in query(panel.system, "SELECT actor, action FROM auditentry")
+
+
+def test_revoking_in_the_admin_reaches_the_gateway_within_a_second(panel: Panel) -> None:
+    token = panel.system.user_with_token("quick", user="holder")
+    ask = {"model": "quick", "messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{panel.gateway}/v1/chat/completions", json=ask,
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    [(token_id,)] = query(panel.system, f"SELECT id FROM apitoken WHERE prefix = '{token[:12]}'")
+    client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
+    revoked = client.post("/admin/_api/token/action", params={"name": "revoke", "pks": str(token_id)},
+                          headers={"X-CSRFToken": client.cookies.get("starlette_admin_csrftoken") or ""})
+    revoked_at = time.monotonic()
+    assert revoked.status_code == 200, revoked.text
+    status = 200
+    while status != 401 and time.monotonic() - revoked_at < 1.0:
+        status = httpx.post(f"{panel.gateway}/v1/chat/completions", json=ask,
+                            headers={"Authorization": f"Bearer {token}"}).status_code
+    assert status == 401
+    assert ("root", "token.revoke") in query(panel.system, "SELECT actor, action FROM auditentry")
+
+
+def test_a_directory_user_creates_a_token_that_works_for_exactly_the_granted_model(panel: Panel) -> None:
+    client, _ = logged_in(panel.base, "alice", "alice-pass")
+    page = client.post("/admin/profile/tokens", data={"name": "laptop",
+                                                      "csrftoken": client.cookies.get("starlette_admin_csrftoken")})
+    [secret] = re.findall(r'id="new-token-secret"[^>]*>([^<]+)<', page.text)
+    assert f"Bearer {secret}" in page.text and "<code>quick</code>" in page.text
+    headers = {"Authorization": f"Bearer {secret}"}
+    models = httpx.get(f"{panel.gateway}/v1/models", headers=headers).json()["data"]
+    assert [model["id"] for model in models] == ["quick"]
+    ask = {"messages": [{"role": "user", "content": "hi"}]}
+    assert httpx.post(f"{panel.gateway}/v1/chat/completions", json={"model": "quick", **ask},
+                      headers=headers).status_code == 200
+    assert httpx.post(f"{panel.gateway}/v1/chat/completions", json={"model": "other", **ask},
+                      headers=headers).status_code == 403
+    listed = client.get("/admin/profile").text
+    assert secret not in listed and secret[:12] in listed
+
+
+def test_users_without_the_token_permission_cannot_create_tokens(panel: Panel) -> None:
+    client, _ = logged_in(panel.base, "plain", "plain-pass")
+    refused = client.post("/admin/profile/tokens", data={"name": "x",
+                                                         "csrftoken": client.cookies.get("starlette_admin_csrftoken")})
+    assert refused.status_code == 403 and "new-token-secret" not in refused.text
+
+
+def test_the_whole_flow_in_a_real_browser(panel: Panel) -> None:
+    from playwright.sync_api import Page, sync_playwright
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    docs.mkdir(exist_ok=True)
+
+    def submit_form(page: Page, path: str, fields: dict[str, str], checked: tuple[str, ...] = ()) -> None:
+        page.goto(f"{panel.base}{path}")
+        for name, value in fields.items():
+            page.locator(f"[name='{name}']").first.evaluate("(element, value) => element.value = value", value)
+        for name in checked:
+            page.locator(f"[name='{name}']").first.check(force=True)
+        page.locator("button.btn-primary[type=submit]").click()
+        page.wait_for_load_state()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        admin = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        admin.goto(f"{panel.base}/admin/login")
+        admin.fill("[name=username]", "root")
+        admin.fill("[name=password]", ADMIN_PASSWORD)
+        admin.locator("[type=submit]").click()
+        admin.wait_for_url(lambda url: "/login" not in url)
+        submit_form(admin, "/admin/group/create", {"name": "browser-group", "priority": "0"})
+        submit_form(admin, "/admin/llm/create", {"name": "browser-model", "backend": "fake", "config": "{}",
+                                                 "max_queue": "16"}, checked=("enabled",))
+        [(lab_id,)] = query(panel.system, "SELECT id FROM \"group\" WHERE name = 'lab'")
+        [(llm_id,)] = query(panel.system, "SELECT id FROM llm WHERE name = 'browser-model'")
+        submit_form(admin, "/admin/grant/create", {"group_id": str(lab_id), "llm_id": str(llm_id)})
+        submit_form(admin, "/admin/user/create", {"name": "carol", "display_name": "Carol",
+                                                  "password_hash": "carol-pass", "source": "local"},
+                    checked=("active",))
+        admin.goto(f"{panel.base}/admin/user/list")
+        admin.screenshot(path=str(docs / "admin-users.png"))
+        admin.goto(f"{panel.base}/admin/llm/list")
+        admin.screenshot(path=str(docs / "admin-models.png"))
+        assert query(panel.system, "SELECT name FROM user WHERE name = 'carol'") == [("carol",)]
+        panel.system.workers("browser-model")
+
+        user = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        user.goto(f"{panel.base}/admin/login")
+        user.fill("[name=username]", "alice")
+        user.fill("[name=password]", "alice-pass")
+        user.locator("[type=submit]").click()
+        user.wait_for_url(lambda url: "/login" not in url)
+        user.goto(f"{panel.base}/admin/profile")
+        user.fill("[name=name]", "browser")
+        user.locator("#create-token").click()
+        secret = user.locator("#new-token-secret").inner_text().strip()
+        user.screenshot(path=str(docs / "profile-new-token.png"))
+        headers = {"Authorization": f"Bearer {secret}"}
+        models = {model["id"] for model in httpx.get(f"{panel.gateway}/v1/models", headers=headers).json()["data"]}
+        assert models == {"quick", "browser-model"}
+        answer = httpx.post(f"{panel.gateway}/v1/chat/completions", headers=headers,
+                            json={"model": "browser-model", "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 200
+        user.goto(f"{panel.base}/admin/profile")
+        user.locator("#tokens form button").first.click()
+        user.wait_for_load_state()
+        revoked_at = time.monotonic()
+        status = 200
+        while status != 401 and time.monotonic() - revoked_at < 1.0:
+            status = httpx.post(f"{panel.gateway}/v1/chat/completions", headers=headers,
+                                json={"model": "quick", "messages": [{"role": "user", "content": "hi"}]}).status_code
+        assert status == 401
+        time.sleep(1.5)  # the gateway writes usage in batches, once a second
+        admin.goto(f"{panel.base}/admin/usage")
+        admin.wait_for_timeout(300)
+        admin.screenshot(path=str(docs / "admin-usage.png"), full_page=True)
+        assert admin.locator("canvas").count() == 4
+        assert "(0 requests)" not in admin.content()
+        export = admin.request.get(f"{panel.base}/admin/usage/export.csv")
+        assert export.ok and "browser-model" in export.text()
+        browser.close()

@@ -1,0 +1,181 @@
+"""The queue contract against a real Redis, in-process: admission, delivery without loss, leases and
+re-runs, bounded attempts, versioning and a fixed number of gateway connections."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+
+from modelport.protocol import keys
+from modelport.protocol.envelope import ChoiceDelta, Delta, Done, Failed, Job
+from modelport.protocol.errors import NoWorker, RateLimited
+from modelport.protocol.gateway_broker import GatewayBroker
+from modelport.protocol.job_handle import JobHandle
+from modelport.protocol.worker_broker import WorkerBroker
+from modelport.workers.backends.fake import FakeBackend, FakeConfig
+from modelport.workers.runtime import Worker
+from tests.servers import RedisServer
+
+PARAMS = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def model_name() -> str:
+    return f"m-{uuid.uuid4().hex[:8]}"
+
+
+async def collect(handle: JobHandle) -> tuple[str, Done | Failed]:
+    text = ""
+    while True:
+        event = await asyncio.wait_for(handle.next(), timeout=20)
+        if isinstance(event, Delta):
+            text += "".join(choice.content or "" for choice in event.choices)
+        else:
+            return text, event
+
+
+async def keep_alive(broker: WorkerBroker) -> None:
+    """Heartbeats for a broker that has no runtime around it."""
+    while True:
+        await broker.heartbeat()
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def gateway(redis_server: RedisServer) -> AsyncIterator[GatewayBroker]:
+    broker = GatewayBroker(redis_server.url, job_timeout_s=60)
+    await broker.start()
+    yield broker
+    await broker.close()
+
+
+async def test_no_live_worker_is_a_fast_503(gateway: GatewayBroker) -> None:
+    with pytest.raises(NoWorker):
+        await gateway.submit(model_name(), PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
+
+
+async def test_full_queue_is_a_429(gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    model = model_name()
+    worker = WorkerBroker(redis_server.url, model, "w1")
+    await worker.heartbeat()
+    for _ in range(3):
+        await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=3)
+    with pytest.raises(RateLimited) as rejected:
+        await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=3)
+    assert rejected.value.retry_after == 1
+    await worker.close()
+
+
+async def test_worker_serves_the_queue_without_losing_or_reordering_deltas(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    model = model_name()
+    backend = FakeBackend(FakeConfig(reply=" ".join(f"w{i}" for i in range(400))))
+    broker = WorkerBroker(redis_server.url, model, "w1")
+    await broker.heartbeat()
+    stop = asyncio.Event()
+    running = asyncio.create_task(Worker(broker, backend).run(stop))
+    handles = [await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=100) for _ in range(30)]
+    results = await asyncio.gather(*(collect(handle) for handle in handles))
+    stop.set()
+    await running
+    expected = " ".join(f"w{i}" for i in range(400))
+    assert all(text == expected and isinstance(end, Done) for text, end in results)
+    assert await redis.asyncio.Redis.from_url(redis_server.url).xlen(keys.jobs(model)) == 0
+
+
+async def test_unstarted_job_of_a_silent_worker_is_rerun_with_bounded_attempts(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    model = model_name()
+    brokers = [WorkerBroker(redis_server.url, model, f"w{i}", lease_ms=500, max_attempts=2) for i in range(3)]
+    await brokers[0].ensure_group()
+    beating = asyncio.create_task(keep_alive(brokers[2]))
+    await brokers[2].heartbeat()
+    handle = await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
+    [claimed] = await brokers[0].claim(1)
+    await asyncio.sleep(0.6)
+    [rerun] = await brokers[1].reclaim(10)
+    assert (rerun.job.id, rerun.attempt) == (claimed.job.id, 2)
+    await asyncio.sleep(0.6)
+    outbox = asyncio.create_task(brokers[2].outbox.run())
+    assert await brokers[2].reclaim(10) == []
+    _, end = await collect(handle)
+    assert isinstance(end, Failed) and end.error.code == "worker_lost"
+    outbox.cancel()
+    beating.cancel()
+    for broker in brokers:
+        await broker.close()
+
+
+async def test_started_job_of_a_dead_worker_ends_with_an_error(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    model = model_name()
+    dead, alive = (WorkerBroker(redis_server.url, model, name, lease_ms=500) for name in ("dead", "alive"))
+    await dead.ensure_group()
+    beating = asyncio.create_task(keep_alive(alive))
+    await alive.heartbeat()
+    handle = await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
+    [claimed] = await dead.claim(1)
+    publishing = asyncio.create_task(dead.outbox.run())
+    dead.outbox.put(claimed, Delta(choices=[ChoiceDelta(content="partial")]))
+    await dead.outbox.drained()
+    publishing.cancel()
+    await asyncio.sleep(0.6)
+    publishing = asyncio.create_task(alive.outbox.run())
+    assert await alive.reclaim(10) == []
+    text, end = await collect(handle)
+    assert text == "partial"
+    assert isinstance(end, Failed) and end.error.code == "worker_lost"
+    publishing.cancel()
+    beating.cancel()
+    await dead.close()
+    await alive.close()
+
+
+async def test_events_of_another_envelope_version_are_refused(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    model = model_name()
+    worker = WorkerBroker(redis_server.url, model, "w1")
+    await worker.heartbeat()
+    handle = await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.xadd(gateway.inbox, {"v": 99, "j": handle.job.id, "e": b"{}"})
+    _, end = await collect(handle)
+    assert isinstance(end, Failed) and end.error.code == "version_mismatch"
+    await worker.close()
+
+
+async def test_worker_refuses_jobs_of_another_envelope_version(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    model = model_name()
+    broker = WorkerBroker(redis_server.url, model, "w1")
+    await broker.heartbeat()
+    await broker.ensure_group()
+    future = Job(v=99, id="chatcmpl-future", model=model, params=PARAMS, reply_to=gateway.inbox, deadline_ms=2**50)
+    handle = JobHandle(future, lambda _: None)
+    gateway._handles[future.id] = handle
+    await redis.asyncio.Redis.from_url(redis_server.url).xadd(keys.jobs(model), {"job": future.model_dump_json()})
+    stop = asyncio.Event()
+    running = asyncio.create_task(Worker(broker, FakeBackend(FakeConfig())).run(stop))
+    _, end = await collect(handle)
+    stop.set()
+    await running
+    assert isinstance(end, Failed) and end.error.code == "version_mismatch"
+
+
+async def test_a_gateway_uses_four_redis_connections_however_many_jobs(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    model = model_name()
+    worker = WorkerBroker(redis_server.url, model, "w1")
+    await worker.heartbeat()
+    probe = redis.asyncio.Redis.from_url(redis_server.url)
+    listening = gateway.invalidations()
+    await anext(listening)
+    handles = await asyncio.gather(*(gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=1000)
+                                     for _ in range(500)))
+    mine = [client for client in await probe.client_list() if gateway.gateway_id in client["name"]]
+    assert len(handles) == 500 and 1 <= len(mine) <= 4
+    await listening.aclose()
+    await worker.close()

@@ -1,0 +1,75 @@
+"""Schema and directory on SQLite and PostgreSQL: migrations, tokens stored only as SHA-256, permissions."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import inspect
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from modelport.db import directory, queries
+from modelport.db.engine import create_engine, session_factory
+from modelport.db.migrate import upgrade_async
+from modelport.db.tables import ApiToken, AuditEntry
+from modelport.protocol.errors import InvalidRequest, NotFound
+from tests.conftest import DATABASES, new_database
+
+
+@pytest.fixture(params=DATABASES)
+async def session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                  ) -> AsyncIterator[AsyncSession]:
+    url = new_database(request.param, request, tmp_path_factory)
+    await upgrade_async(url)
+    engine = create_engine(url)
+    async with session_factory(engine)() as opened:
+        yield opened
+    await engine.dispose()
+
+
+async def test_migrations_create_every_table(session: AsyncSession) -> None:
+    connection = await session.connection()
+    tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+    assert {"user", "group", "membership", "llm", "grant", "apitoken", "usagerecord", "auditentry"} <= tables
+
+
+async def test_tokens_are_stored_as_sha256_only(session: AsyncSession) -> None:
+    await directory.add_user(session, "test", "ada", password="correct horse")
+    token = await directory.create_token(session, "test", "ada", name="laptop")
+    [stored] = (await session.exec(select(ApiToken))).all()
+    assert stored.secret_hash == hashlib.sha256(token.secret.encode()).hexdigest()
+    assert token.secret not in stored.model_dump_json()
+    assert len(token.secret) >= 43 and stored.prefix == token.secret[:12]
+    owner = await queries.token_owner(session, stored.secret_hash)
+    assert owner is not None and owner.user_name == "ada" and not owner.revoked
+
+
+async def test_permissions_follow_groups_and_grants(session: AsyncSession) -> None:
+    await directory.add_user(session, "test", "bob")
+    await directory.add_group(session, "test", "lab")
+    await directory.add_llm(session, "test", "m1", "fake", {})
+    await directory.add_llm(session, "test", "m2", "fake", {})
+    await directory.join(session, "test", "bob", "lab")
+    await directory.grant(session, "test", "lab", "m1")
+    token = await directory.create_token(session, "test", "bob")
+    owner = await queries.token_owner(session, token.secret_hash)
+    assert owner is not None and owner.models == frozenset({"m1"})
+    await directory.revoke_token(session, "test", token.prefix)
+    owner = await queries.token_owner(session, token.secret_hash)
+    assert owner is not None and owner.revoked
+    actions = [entry.action for entry in (await session.exec(select(AuditEntry))).all()]
+    assert actions.count("llm.add") == 2 and "token.revoke" in actions
+
+
+async def test_directory_rejects_duplicates_bad_names_and_unknowns(session: AsyncSession) -> None:
+    await directory.add_group(session, "test", "g")
+    with pytest.raises(InvalidRequest):
+        await directory.add_group(session, "test", "g")
+    with pytest.raises(InvalidRequest):
+        await directory.add_llm(session, "test", "bad{name}", "fake", {})
+    with pytest.raises(NotFound):
+        await directory.join(session, "test", "nobody", "g")
+    with pytest.raises(NotFound):
+        await directory.revoke_token(session, "test", "mp-nothing")

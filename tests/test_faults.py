@@ -1,0 +1,204 @@
+"""Faults with real processes: killed workers, dropped clients, a restarted Redis, revocation across
+gateways, deadlines and draining."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from modelport.protocol import keys
+from tests.servers import Process, RedisServer, running
+from tests.system import System, usage_records
+
+FAST_LEASE = {"MODELPORT_LEASE_MS": "1500", "MODELPORT_HEARTBEAT_S": "0.3"}
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[RedisServer]:
+    """Its own Redis, since these tests restart it."""
+    yield from running(RedisServer())
+
+
+@pytest.fixture(scope="module")
+def faults(private_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[System]:
+    system = System(f"sqlite:///{tmp_path_factory.mktemp('faults') / 'db.sqlite'}", private_redis.url, logs,
+                    **FAST_LEASE)
+    system.cli("group", "add", "all")
+    for name, config in (("slowstart", {"first_delay_ms": 2000, "concurrency": 1}),
+                         ("slowstream", {"delay_ms": 50, "chunks": 200}),
+                         ("quick", {})):
+        system.cli("llm", "add", name, "--backend", "fake", "--config", json.dumps(config))
+        system.cli("group", "grant", "all", name)
+    yield system
+    system.stop()
+
+
+@pytest.fixture(scope="module")
+def token(faults: System) -> str:
+    faults.cli("user", "add", "tester")
+    faults.cli("user", "join", "tester", "all")
+    return faults.cli("token", "create", "tester").strip().splitlines()[-1]
+
+
+def chat(base: str, token: str, model: str, **extra: Any) -> httpx.Response:
+    return httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"}, timeout=60,
+                      json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra})
+
+
+class BackgroundChat:
+    """A chat request running in a thread while the test breaks things around it."""
+
+    def __init__(self, base: str, token: str, model: str) -> None:
+        self.answer: httpx.Response | None = None
+        self._thread = threading.Thread(target=self._run, args=(base, token, model))
+        self._thread.start()
+
+    def _run(self, base: str, token: str, model: str) -> None:
+        self.answer = chat(base, token, model)
+
+    def result(self, timeout: float = 30) -> httpx.Response:
+        self._thread.join(timeout=timeout)
+        assert self.answer is not None, "the request did not end"
+        return self.answer
+
+
+def holder(system: System, model: str, workers: list[Process]) -> Process:
+    """The worker process that holds the model's one running job (consumer names carry the pid)."""
+    client = redis.Redis.from_url(system.redis_url)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pending = client.xpending_range(keys.jobs(model), keys.WORKER_GROUP, "-", "+", 10)
+        for entry in pending:
+            consumer = str(entry["consumer"])
+            for worker in workers:
+                if f"-{worker.handle.pid}-" in consumer:
+                    return worker
+        time.sleep(0.05)
+    raise AssertionError(f"no worker claimed the {model} job")
+
+
+def stop_all(workers: list[Process]) -> None:
+    for worker in workers:
+        worker.stop()
+
+
+def test_job_of_a_worker_killed_before_its_first_delta_runs_on_another(faults: System, token: str) -> None:
+    base = faults.gateway()
+    first = faults.worker("slowstart")
+    request = BackgroundChat(base, token, "slowstart")
+    assert holder(faults, "slowstart", [first]) is first
+    second = faults.worker("slowstart")
+    first.kill()
+    answer = request.result()
+    stop_all([second])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"].startswith("Hello from the fake model")
+
+
+def test_worker_killed_mid_stream_ends_with_an_error_frame_and_done(faults: System, token: str) -> None:
+    base = faults.gateway()
+    workers = faults.workers("slowstream", "slowstream")
+    with httpx.stream("POST", f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                      json={"model": "slowstream", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+                      timeout=60) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: {"))
+        holder(faults, "slowstream", workers).kill()
+        killed_at = time.monotonic()
+        rest = [line for line in lines if line]
+    elapsed = time.monotonic() - killed_at
+    stop_all(workers)
+    assert rest[-1] == "data: [DONE]"
+    assert json.loads(rest[-2].removeprefix("data: "))["error"]["code"] == "worker_lost"
+    assert elapsed < 6, f"the error frame took {elapsed:.1f} s"
+
+
+def test_a_dropped_client_stops_generation_on_the_worker(faults: System, token: str) -> None:
+    base = faults.gateway()
+    workers = faults.workers("slowstream")
+    with httpx.stream("POST", f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                      json={"model": "slowstream", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+                      timeout=60) as response:
+        job_id = ""
+        for count, line in enumerate(line for line in response.iter_lines() if line.startswith("data: {")):
+            job_id = json.loads(line.removeprefix("data: "))["id"]
+            if count == 2:
+                break
+    dropped_at = time.monotonic()
+    [record] = usage_records(faults.database_url, job_id, timeout=8)
+    stop_all(workers)
+    assert record.status == 499
+    assert record.completion_tokens < 3 + 10, "the worker kept generating after the client left"
+    assert time.monotonic() - dropped_at < 6
+
+
+def test_last_worker_dying_fails_waiting_requests_fast(faults: System, token: str) -> None:
+    base = faults.gateway()
+    only = faults.worker("slowstart")
+    request = BackgroundChat(base, token, "slowstart")
+    holder(faults, "slowstart", [only])
+    only.kill()
+    started = time.monotonic()
+    answer = request.result()
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "no_worker"
+    assert time.monotonic() - started < 5
+
+
+def test_deadline_gives_504(faults: System, token: str) -> None:
+    base = faults.gateway(MODELPORT_JOB_TIMEOUT_S="1")
+    workers = faults.workers("slowstart")
+    answer = chat(base, token, "slowstart")
+    stop_all(workers)
+    assert answer.status_code == 504
+    assert answer.json()["error"]["code"] == "deadline_exceeded"
+
+
+def test_sigterm_drains_running_jobs(faults: System, token: str) -> None:
+    base = faults.gateway()
+    [worker] = faults.workers("slowstart")
+    request = BackgroundChat(base, token, "slowstart")
+    holder(faults, "slowstart", [worker])
+    worker.handle.terminate()
+    answer = request.result()
+    assert worker.handle.wait(timeout=10) == 0
+    assert answer.status_code == 200
+
+
+def test_revocation_reaches_every_gateway_within_a_second(faults: System, token: str) -> None:
+    bases = [faults.gateway(), faults.gateway()]
+    workers = faults.workers("quick")
+    victim = faults.user_with_token("quick")
+    assert all(chat(base, victim, "quick").status_code == 200 for base in bases)
+    faults.cli("token", "revoke", victim[:12])
+    revoked_at = time.monotonic()
+    pending = set(bases)
+    while pending and time.monotonic() - revoked_at < 1.0:
+        pending = {base for base in pending if chat(base, victim, "quick").status_code != 401}
+    stop_all(workers)
+    assert not pending, f"still accepted after a second by {pending}"
+
+
+def test_redis_restart_heals_without_restarting_processes(faults: System, token: str,
+                                                          private_redis: RedisServer) -> None:
+    base = faults.gateway()
+    workers = faults.workers("quick")
+    assert chat(base, token, "quick").status_code == 200
+    private_redis.stop()
+    assert chat(base, token, "quick").status_code == 503
+    private_redis.start()
+    deadline = time.monotonic() + 15
+    status = 0
+    while status != 200 and time.monotonic() < deadline:
+        status = chat(base, token, "quick").status_code
+        time.sleep(0.2)
+    stop_all(workers)
+    assert status == 200

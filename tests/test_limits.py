@@ -1,0 +1,222 @@
+"""Limits and fairness across two gateway processes on one Redis: requests and tokens per minute, tokens
+per day, concurrency caps, OpenAI's rate-limit headers, the Kuwa abort endpoint, fair and prioritised
+queueing with queue-position comments."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import RedisServer
+from tests.system import System
+
+
+@dataclass
+class Limited:
+    system: System
+    gateways: list[str]
+
+
+@pytest.fixture(scope="module")
+def limited(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[Limited]:
+    system = System(f"sqlite:///{tmp_path_factory.mktemp('limits') / 'db.sqlite'}", redis_server.url, logs)
+    system.cli("llm", "add", "quick", "--backend", "fake")
+    system.cli("llm", "add", "slow", "--backend", "fake", "--delay-ms", "150", "--chunks", "12")
+    system.cli("llm", "add", "single", "--backend", "fake", "--delay-ms", "40", "--chunks", "3", "--concurrency", "1")
+    gateways = [system.gateway(), system.gateway()]
+    system.workers("quick", "slow", "single")
+    yield Limited(system, gateways)
+    system.stop()
+
+
+def new_user(limited: Limited, name: str) -> str:
+    token = limited.system.user_with_token("quick", user=name)
+    group = f"slow-{name}"
+    limited.system.cli("group", "add", group)
+    limited.system.cli("group", "grant", group, "slow")
+    limited.system.cli("user", "join", name, group)
+    return token
+
+
+def ask(base: str, token: str, model: str = "quick", **extra: object) -> httpx.Response:
+    return httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"}, timeout=30,
+                      json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra})
+
+
+def test_requests_per_minute_hold_across_gateways(limited: Limited) -> None:
+    token = new_user(limited, "hammer")
+    limited.system.cli("limit", "set", "user", "hammer", "--rpm", "60")
+    time.sleep(0.5)
+    bases = itertools.cycle(limited.gateways)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda base: ask(base, token), [next(bases) for _ in range(90)]))
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(200) == 60 and statuses.count(429) == 30
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-limit-requests"] == "60"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_success_carries_rate_limit_headers(limited: Limited) -> None:
+    token = new_user(limited, "watcher")
+    limited.system.cli("limit", "set", "user", "watcher", "--rpm", "10", "--tpm", "5000")
+    time.sleep(0.5)
+    answer = ask(limited.gateways[0], token)
+    assert answer.status_code == 200
+    assert answer.headers["x-ratelimit-limit-requests"] == "10"
+    assert answer.headers["x-ratelimit-remaining-requests"] == "9"
+    assert answer.headers["x-ratelimit-limit-tokens"] == "5000"
+    assert answer.headers["x-ratelimit-reset-requests"].endswith("s")
+
+
+def test_tokens_per_minute_are_accurate_to_one_request(limited: Limited) -> None:
+    token = new_user(limited, "spender")
+    limited.system.cli("limit", "set", "token", token[:12], "--tpm", "1000")
+    time.sleep(0.5)
+    used, estimate = 0, 0
+    for count in range(400):
+        answer = ask(limited.gateways[count % 2], token, max_tokens=50)
+        if answer.status_code == 429:
+            break
+        used += answer.json()["usage"]["total_tokens"]
+        estimate = max(estimate, 50 + 20)
+    assert answer.status_code == 429 and "Tokens per minute" in answer.json()["error"]["message"]
+    assert 1000 - 2 * estimate <= used <= 1000, used
+
+
+def test_tokens_per_day_are_capped(limited: Limited) -> None:
+    token = new_user(limited, "daily")
+    limited.system.cli("limit", "set", "user", "daily", "--tpd", "150")
+    time.sleep(0.5)
+    statuses = [ask(limited.gateways[0], token, max_tokens=50).status_code for _ in range(30)]
+    assert statuses[0] == 200 and statuses[-1] == 429
+
+
+def test_concurrent_requests_are_capped_per_group(limited: Limited) -> None:
+    token = new_user(limited, "crowd")
+    limited.system.cli("limit", "set", "group", "slow-crowd", "--concurrent", "2")
+    time.sleep(0.5)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda base: ask(base, token, "slow"), limited.gateways * 2))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200, 200, 429, 429]
+    assert ask(limited.gateways[1], token, "slow").status_code == 200
+
+
+def test_abort_cancels_every_request_of_the_caller(limited: Limited) -> None:
+    token = new_user(limited, "quitter")
+    endings: list[tuple[float, list[str]]] = []
+
+    def stream(base: str) -> None:
+        with httpx.stream("POST", f"{base}/v1.0/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                          json={"model": "slow", "messages": [{"role": "user", "content": "hi"}]},
+                          timeout=30) as response:
+            lines = [line for line in response.iter_lines() if line]
+        endings.append((time.monotonic(), lines))
+
+    threads = [threading.Thread(target=stream, args=(base,)) for base in limited.gateways]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.6)
+    aborted = httpx.post(f"{limited.gateways[0]}/v1.0/chat/abort", headers={"Authorization": f"Bearer {token}"})
+    aborted_at = time.monotonic()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert aborted.json() == {"object": "chat.abort", "cancelled": 2}
+    assert len(endings) == 2
+    for ended_at, lines in endings:
+        assert ended_at - aborted_at < 1.0
+        assert lines[-1] == "data: [DONE]"
+        assert json.loads(lines[-3].removeprefix("data: "))["error"]["code"] == "client_cancelled"
+
+
+def flood(limited: Limited, token: str, count: int) -> tuple[list[float], list[threading.Thread]]:
+    """``count`` requests to the one-slot model from one user, in parallel; returns their end times."""
+    ended: list[float] = []
+
+    def one(index: int) -> None:
+        assert ask(limited.gateways[index % 2], token, "single").status_code == 200
+        ended.append(time.monotonic())
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    return ended, threads
+
+
+def single_user(limited: Limited, name: str, group_priority: int = 0) -> str:
+    token = limited.system.user_with_token("quick", user=name)
+    limited.system.cli("group", "add", f"single-{name}", "--priority", str(group_priority))
+    limited.system.cli("group", "grant", f"single-{name}", "single")
+    limited.system.cli("user", "join", name, f"single-{name}")
+    return token
+
+
+def warm(limited: Limited, token: str) -> None:
+    """Authenticate the token once on each gateway, so the measured request pays no cache miss."""
+    for base in limited.gateways:
+        assert httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def served_before(ended: list[float], moment: float) -> int:
+    return sum(1 for end in ended if end <= moment)
+
+
+# Ahead of a newcomer may go: the job running when it arrives and the one already handed to the worker
+# (its request starts within the next two job slots), plus one counted late because its answer was still
+# on the way back when the newcomer asked.
+AHEAD_AT_MOST = 3
+
+
+def test_one_users_burst_does_not_starve_another_user(limited: Limited) -> None:
+    flooder, other = single_user(limited, "flooder"), single_user(limited, "patient")
+    warm(limited, other)
+    ended, threads = flood(limited, flooder, 50)
+    asked_at = served_before(ended, time.monotonic())
+    answer = ask(limited.gateways[1], other, "single")
+    done = served_before(ended, time.monotonic())
+    for thread in threads:
+        thread.join(timeout=60)
+    assert answer.status_code == 200 and len(ended) == 50
+    assert done - asked_at <= AHEAD_AT_MOST, f"{done - asked_at} of the burst went first"
+
+
+def test_higher_priority_groups_are_served_first(limited: Limited) -> None:
+    crowd, vip = single_user(limited, "crowd-member"), single_user(limited, "vip", group_priority=10)
+    others = [single_user(limited, f"crowd-{index}") for index in range(3)]
+    warm(limited, vip)
+    floods = [flood(limited, token, 8) for token in [crowd, *others]]
+    ended = [end for flood_ends, _ in floods for end in flood_ends]
+    asked_at = served_before(ended, time.monotonic())
+    assert ask(limited.gateways[0], vip, "single").status_code == 200
+    done = served_before(ended, time.monotonic())
+    for _, threads in floods:
+        for thread in threads:
+            thread.join(timeout=60)
+    assert done - asked_at <= AHEAD_AT_MOST, f"{done - asked_at} lower-priority jobs went first"
+
+
+def test_a_waiting_stream_on_v1_hears_its_queue_position(limited: Limited) -> None:
+    flooder, listener = single_user(limited, "flooder-2"), single_user(limited, "listener")
+    _, threads = flood(limited, flooder, 10)
+    with httpx.stream("POST", f"{limited.gateways[0]}/v1/chat/completions", timeout=60,
+                      headers={"Authorization": f"Bearer {listener}"},
+                      json={"model": "single", "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as response:
+        lines = [line for line in response.iter_lines() if line]
+    for thread in threads:
+        thread.join(timeout=60)
+    assert lines[0].startswith(": queued, position ") and int(lines[0].rsplit(" ", 1)[1]) >= 1
+    assert lines[-1] == "data: [DONE]" and any(line.startswith("data: {") for line in lines)

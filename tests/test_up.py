@@ -1,0 +1,49 @@
+"""``modelport up`` (what ``make run`` runs) on a fresh directory: embedded Valkey, SQLite, the bundled
+Gemma model; the curl line it prints works, and stopping it stops everything it started."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.servers import free_port
+
+
+def test_up_serves_the_bundled_model_and_prints_a_working_curl_line(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MODELPORT_")}
+    port = free_port()
+    log = tmp_path / "up.log"
+    up = subprocess.Popen([sys.executable, "-m", "modelport", "up", "--port", str(port), "--admin-port",
+                           str(free_port())], cwd=tmp_path, env=env,
+                          stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Press Ctrl-C to stop." not in log.read_text() and time.monotonic() < deadline:
+            assert up.poll() is None, log.read_text()
+            time.sleep(0.2)
+        banner = log.read_text()
+        curl = re.search(r"^\s*(curl http\S+ .*)$", banner, re.MULTILINE)
+        assert curl is not None, banner
+        answer = subprocess.run([*shlex.split(curl.group(1)), "-s", "--max-time", "60"], capture_output=True,
+                                text=True, check=True)
+        assert '"object":"chat.completion"' in answer.stdout and '"model":"gemma-3-270m"' in answer.stdout
+        assert (tmp_path / ".modelport" / "modelport.db").exists()
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert len(children) >= 4, [child.cmdline() for child in children]
+        admin = re.search(r"admin:\s+(http\S+)", banner)
+        assert admin is not None
+        assert httpx.get(admin.group(1) + "/login").status_code == 200
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+    time.sleep(1)
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
