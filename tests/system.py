@@ -14,12 +14,13 @@ from pathlib import Path
 from unittest import mock
 
 import redis
-from sqlmodel import select
+from sqlalchemy import ColumnElement
+from sqlmodel import col, select
 
 from modelport.cli.main import main as cli_main
 from modelport.db.engine import create_engine, session_factory
 from modelport.db.migrate import upgrade
-from modelport.db.tables import UsageRecord
+from modelport.db.tables import UsageRecord, User
 from modelport.protocol import keys
 from tests.servers import Process, free_port, wait_healthy
 
@@ -106,20 +107,33 @@ class System:
 
 def usage_records(database_url: str, job_id: str, timeout: float = 10.0) -> list[UsageRecord]:
     """The usage rows of one job, waiting for the gateway's batched writer to flush them."""
+    return [record for record, _ in _usage_rows(database_url, col(UsageRecord.job_id) == job_id, 1, timeout)]
 
-    async def fetch() -> list[UsageRecord]:
+
+def usage_by_user(database_url: str, users: list[str], at_least: int,
+                  timeout: float = 10.0) -> dict[str, list[UsageRecord]]:
+    """The usage rows of these users by name, once at least ``at_least`` of them are written."""
+    found: dict[str, list[UsageRecord]] = {user: [] for user in users}
+    for record, name in _usage_rows(database_url, col(User.name).in_(users), at_least, timeout):
+        found[name].append(record)
+    return found
+
+
+def _usage_rows(database_url: str, condition: ColumnElement[bool], at_least: int,
+                timeout: float) -> list[tuple[UsageRecord, str]]:
+    async def fetch() -> list[tuple[UsageRecord, str]]:
         engine = create_engine(database_url)
         try:
             async with session_factory(engine)() as session:
-                rows = await session.exec(select(UsageRecord).where(UsageRecord.job_id == job_id))
+                rows = await session.exec(select(UsageRecord, User.name)
+                                          .join(User, col(User.id) == UsageRecord.user_id).where(condition))
                 return list(rows.all())
         finally:
             await engine.dispose()
 
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         found = asyncio.run(fetch())
-        if found:
+        if len(found) >= at_least or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
-    return []
