@@ -69,6 +69,20 @@ async def test_full_queue_is_a_429(gateway: GatewayBroker, redis_server: RedisSe
     await worker.close()
 
 
+async def test_submit_loads_its_script_again_after_redis_forgot_it(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    model = model_name()
+    worker = WorkerBroker(redis_server.url, model, "w1")
+    await worker.heartbeat()
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.script_flush()
+    handle = await gateway.submit(model, PARAMS, user="u", user_id=7, timeout_s=5, max_queue=10)
+    assert handle.position == 0 and await client.xlen(keys.jobs(model)) == 1
+    assert await client.sismember(keys.in_flight(7), handle.job.id)
+    await client.aclose()
+    await worker.close()
+
+
 async def test_worker_serves_the_queue_without_losing_or_reordering_deltas(
         gateway: GatewayBroker, redis_server: RedisServer) -> None:
     model = model_name()

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS, redis_client
 from modelport.protocol.envelope import ENVELOPE_VERSION, Job, decode_event
@@ -96,11 +98,7 @@ class GatewayBroker:
         handle = JobHandle(job, self._forget)
         self._handles[job.id] = handle
         try:
-            async with self._commands.pipeline(transaction=False) as pipe:  # one round trip for both
-                await self._submit(keys=[keys.workers(model), keys.jobs(model), *keys.fair_queue(model)],
-                                   args=[max_queue, job.model_dump_json(), job.id, user_id, priority], client=pipe)
-                pipe.sadd(keys.in_flight(user_id), job.id)
-                outcome, _ = await pipe.execute()
+            outcome = await self._enqueue(job, max_queue, priority)
         except QUEUE_ERRORS:
             self._forget(handle)
             raise NoWorker("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
@@ -111,10 +109,30 @@ class GatewayBroker:
                 raise NoWorker(f"No worker is serving the model '{model}' right now.")
             raise RateLimited(f"The queue for model '{model}' is full; retry shortly.",
                               code="queue_full", retry_after=1)
-        handle.position = int(outcome)
+        handle.position = outcome
         loop = asyncio.get_running_loop()
         self._timers[job.id] = loop.call_later(timeout_s, self._expire, handle)
         return handle
+
+    async def _enqueue(self, job: Job, max_queue: int, priority: int) -> int:
+        """SUBMIT and the in-flight record in one round trip. The script goes by its SHA: redis-py would
+        ask SCRIPT EXISTS before every pipeline holding a registered script, a round trip more per request.
+        After a Redis restart forgot the script, it is loaded and both commands (idempotent) run again."""
+        script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model)]
+        args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority]
+
+        async def run() -> int:
+            async with self._commands.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
+                pipe.sadd(keys.in_flight(job.user_id), job.id)
+                outcome, _ = await pipe.execute()
+                return int(outcome)
+
+        try:
+            return await run()
+        except NoScriptError:
+            await self._commands.script_load(scripts.SUBMIT)
+            return await run()
 
     async def abort(self, user_id: int) -> int:
         """Cancel every unfinished job of a user, on whichever gateway it was submitted."""
@@ -215,6 +233,7 @@ class GatewayBroker:
         for _entry_id, fields in entries:
             self._dispatch(fields)
         self._last_id = entries[-1][0].decode()
+        await asyncio.sleep(0)
         if time.monotonic() - self._trimmed_at > TRIM_INTERVAL_S:
             self._trimmed_at = time.monotonic()
             await self._commands.xtrim(self.inbox, minid=self._last_id, approximate=True)

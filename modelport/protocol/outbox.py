@@ -45,6 +45,9 @@ class Outbox:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._flushes_begun = 0
+        self._flushes_done = 0
+        self._flushed = asyncio.Condition()
 
     def put(self, claimed: ClaimedJob, event: Event) -> None:
         last = claimed.pending[-1] if claimed.pending else None
@@ -55,6 +58,13 @@ class Outbox:
         self._waiting[claimed.entry_id] = claimed
         self._idle.clear()
         self._wake.set()
+
+    async def written(self) -> None:
+        """Wait until the events put so far are in Redis. A job awaits this after its first token, so the
+        rest of its stream (already buffered, say) cannot hold the first one back."""
+        target = self._flushes_begun + 1
+        async with self._flushed:
+            await self._flushed.wait_for(lambda: self._flushes_done >= target)
 
     async def drained(self) -> None:
         """Wait until everything put so far has been written."""
@@ -68,6 +78,7 @@ class Outbox:
             sending = {entry_id: claimed.pending for entry_id, claimed in batch.items()}
             for claimed in batch.values():
                 claimed.pending = []
+            self._flushes_begun += 1
             try:
                 await self._flush(batch, sending)
             except QUEUE_ERRORS:
@@ -78,6 +89,9 @@ class Outbox:
                 self._wake.set()
                 await asyncio.sleep(0.2)
                 continue
+            async with self._flushed:
+                self._flushes_done = self._flushes_begun
+                self._flushed.notify_all()
             if not self._waiting:
                 self._idle.set()
 

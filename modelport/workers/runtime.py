@@ -76,6 +76,7 @@ class Worker:
                 continue
             for job in claimed:
                 self._start(job)
+            await asyncio.sleep(0)
 
     async def _drain(self) -> None:
         if self._running:
@@ -143,7 +144,7 @@ class Worker:
                     produced += 1
                     outbox.put(claimed, item)
                     if produced == 1:
-                        await asyncio.sleep(0)  # let the outbox send the first token now, unmerged
+                        await outbox.written()
             outbox.put(claimed, Done(usage=usage or Usage(completion_tokens=produced)))
             self.metrics.finished("done", usage.completion_tokens if usage else produced)
             log.info("job done in %.0f ms", (time.monotonic() - started) * 1000, extra=fields)
