@@ -52,35 +52,39 @@ async def gateway(redis_server: RedisServer) -> AsyncIterator[GatewayBroker]:
     await broker.close()
 
 
+@pytest.fixture
+async def worker(redis_server: RedisServer) -> AsyncIterator[WorkerBroker]:
+    """A worker broker that has announced itself for a model of its own."""
+    broker = WorkerBroker(redis_server.url, model_name(), "w1")
+    await broker.heartbeat()
+    yield broker
+    await broker.close()
+
+
+
 async def test_no_live_worker_is_a_fast_503(gateway: GatewayBroker) -> None:
     with pytest.raises(NoWorker):
         await gateway.submit(model_name(), PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
 
 
-async def test_full_queue_is_a_429(gateway: GatewayBroker, redis_server: RedisServer) -> None:
-    model = model_name()
-    worker = WorkerBroker(redis_server.url, model, "w1")
-    await worker.heartbeat()
+async def test_full_queue_is_a_429(gateway: GatewayBroker, worker: WorkerBroker) -> None:
+    model = worker.model
     for _ in range(3):
         await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=3)
     with pytest.raises(RateLimited) as rejected:
         await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=3)
     assert rejected.value.retry_after == 1
-    await worker.close()
 
 
 async def test_submit_loads_its_script_again_after_redis_forgot_it(
-        gateway: GatewayBroker, redis_server: RedisServer) -> None:
-    model = model_name()
-    worker = WorkerBroker(redis_server.url, model, "w1")
-    await worker.heartbeat()
+        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
+    model = worker.model
     client = redis.asyncio.Redis.from_url(redis_server.url)
     await client.script_flush()
     handle = await gateway.submit(model, PARAMS, user="u", user_id=7, timeout_s=5, max_queue=10)
     assert handle.position == 0 and await client.xlen(keys.jobs(model)) == 1
     assert await client.sismember(keys.in_flight(7), handle.job.id)
     await client.aclose()
-    await worker.close()
 
 
 async def test_worker_serves_the_queue_without_losing_or_reordering_deltas(
@@ -149,30 +153,25 @@ async def test_started_job_of_a_dead_worker_ends_with_an_error(
 
 
 async def test_events_of_another_envelope_version_are_refused(
-        gateway: GatewayBroker, redis_server: RedisServer) -> None:
-    model = model_name()
-    worker = WorkerBroker(redis_server.url, model, "w1")
-    await worker.heartbeat()
+        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
+    model = worker.model
     handle = await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
     client = redis.asyncio.Redis.from_url(redis_server.url)
     await client.xadd(gateway.inbox, {"v": 99, "j": handle.job.id, "e": b"{}"})
     _, end = await collect(handle)
     assert isinstance(end, Failed) and end.error.code == "version_mismatch"
-    await worker.close()
 
 
 async def test_worker_refuses_jobs_of_another_envelope_version(
-        gateway: GatewayBroker, redis_server: RedisServer) -> None:
-    model = model_name()
-    broker = WorkerBroker(redis_server.url, model, "w1")
-    await broker.heartbeat()
-    await broker.ensure_group()
+        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
+    model = worker.model
+    await worker.ensure_group()
     future = Job(v=99, id="chatcmpl-future", model=model, params=PARAMS, reply_to=gateway.inbox, deadline_ms=2**50)
     handle = JobHandle(future, lambda _: None)
     gateway._handles[future.id] = handle
     await redis.asyncio.Redis.from_url(redis_server.url).xadd(keys.jobs(model), {"job": future.model_dump_json()})
     stop = asyncio.Event()
-    running = asyncio.create_task(Worker(broker, FakeBackend(FakeConfig())).run(stop))
+    running = asyncio.create_task(Worker(worker, FakeBackend(FakeConfig())).run(stop))
     _, end = await collect(handle)
     stop.set()
     await running
@@ -180,10 +179,8 @@ async def test_worker_refuses_jobs_of_another_envelope_version(
 
 
 async def test_a_gateway_uses_four_redis_connections_however_many_jobs(
-        gateway: GatewayBroker, redis_server: RedisServer) -> None:
-    model = model_name()
-    worker = WorkerBroker(redis_server.url, model, "w1")
-    await worker.heartbeat()
+        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
+    model = worker.model
     probe = redis.asyncio.Redis.from_url(redis_server.url)
     listening = gateway.invalidations()
     await anext(listening)
@@ -192,4 +189,3 @@ async def test_a_gateway_uses_four_redis_connections_however_many_jobs(
     mine = [client for client in await probe.client_list() if gateway.gateway_id in client["name"]]
     assert len(handles) == 500 and 1 <= len(mine) <= 4
     await listening.aclose()
-    await worker.close()
