@@ -200,5 +200,39 @@ def test_redis_restart_heals_without_restarting_processes(faults: System, token:
     while status != 200 and time.monotonic() < deadline:
         status = chat(base, token, "quick").status_code
         time.sleep(0.2)
-    stop_all(workers)
     assert status == 200
+    # The restarted Redis came back empty; the gateway restored the LLM registrations, so a worker
+    # started now still finds its own.
+    workers += faults.workers("slowstream")
+    stop_all(workers)
+
+
+def test_a_worker_needs_only_redis(faults: System, token: str) -> None:
+    base = faults.gateway()
+    worker = faults.worker("quick", MODELPORT_DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:9/nothing")
+    assert chat(base, token, "quick").status_code == 200
+    stop_all([worker])
+
+
+def test_a_worker_waits_until_redis_holds_the_registrations_again(faults: System) -> None:
+    client = redis.Redis.from_url(faults.redis_url)
+    client.delete(keys.REGISTRATIONS)
+    log = faults.logs / "worker-waiting.log"
+    worker = Process(["modelport", "worker", "quick"], faults.env, log)
+    time.sleep(1.5)
+    assert worker.alive() and "waiting for the registration of quick" in log.read_text()
+    before = set(client.zrange(keys.workers("quick"), 0, -1))
+    faults.cli("group", "add", "latecomers")  # any announced change mirrors the registrations again
+    deadline = time.monotonic() + 10
+    while set(client.zrange(keys.workers("quick"), 0, -1)) <= before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    announced = set(client.zrange(keys.workers("quick"), 0, -1)) - before
+    stop_all([worker])
+    assert announced, "the worker did not start serving once its registration was back"
+
+
+def test_a_worker_for_an_unregistered_llm_says_so_and_exits(faults: System) -> None:
+    log = faults.logs / "worker-unregistered.log"
+    worker = Process(["modelport", "worker", "no-such-llm"], faults.env, log)
+    assert worker.handle.wait(timeout=20) == 1
+    assert "no LLM named 'no-such-llm' is registered" in log.read_text()

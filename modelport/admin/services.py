@@ -11,9 +11,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 
 from modelport.admin.settings import AdminSettings
+from modelport.db import queries
 from modelport.db.tables import AuditEntry
 from modelport.protocol import keys
 from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.invalidation import announce
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,12 @@ class AdminServices:
         await self.announce(action)
 
     async def announce(self, action: str) -> None:
-        """Tell every gateway to drop its cached authorisation (the audit entry is already written)."""
+        """Tell every gateway to drop its cached authorisation and mirror the LLM registrations for workers
+        (the audit entry is already written)."""
+        async with self.sessions() as session:
+            registered = await queries.registrations(session)
         try:
-            await self._redis.publish(keys.INVALIDATE_CHANNEL, "all")
+            await announce(self._redis, registered)
         except QUEUE_ERRORS:
             log.warning("could not announce %s to the gateways; their cache TTL bounds the delay", action)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from modelport.db import directory
+from modelport.db import directory, queries
 from modelport.db.engine import create_engine, session_factory
 from modelport.db.tables import LimitScope, utcnow
 from modelport.protocol.connection import QUEUE_ERRORS
@@ -25,15 +25,17 @@ ACTOR = "cli"
 
 
 async def in_session(settings: CommonSettings, action: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
-    """Run one directory change and tell the gateways about it."""
+    """Run one directory change and announce it (gateways drop their caches, workers' registrations are
+    mirrored)."""
     engine = create_engine(settings.database_url)
     try:
         async with session_factory(engine)() as session:
             result = await action(session)
+            registered = await queries.registrations(session)
     finally:
         await engine.dispose()
     try:
-        await announce_change(settings.redis_url)
+        await announce_change(settings.redis_url, registered)
     except QUEUE_ERRORS:
         log.warning("could not reach Redis to announce the change; gateways will see it within their cache TTL")
     return result

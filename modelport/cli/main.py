@@ -15,6 +15,7 @@ from modelport.db.migrate import upgrade
 from modelport.gateway.settings import GatewaySettings
 from modelport.logs import configure_logging
 from modelport.protocol.errors import ModelPortError
+from modelport.protocol.registrations import NotRegistered
 from modelport.settings import CommonSettings
 from modelport.workers.settings import WorkerSettings
 
@@ -97,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.sync(args)
     except ModelPortError as exc:
         print(f"modelport: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    except NotRegistered as exc:
+        print(f"modelport: {exc}", file=sys.stderr)
         sys.exit(1)
     except json.JSONDecodeError as exc:
         print(f"modelport: --config is not valid JSON: {exc}", file=sys.stderr)

@@ -99,10 +99,6 @@ async def add_llm(session: AsyncSession, actor: str, name: str, backend: str, co
     return llm
 
 
-async def find_llm(session: AsyncSession, name: str) -> LLM:
-    llm: LLM = await _one(session, LLM, name)
-    return llm
-
 
 async def create_token(session: AsyncSession, actor: str, user_name: str, *, name: str = "",
                        expires_at: datetime | None = None) -> NewToken:

@@ -23,6 +23,7 @@ from modelport.db.tables import (
     as_utc,
 )
 from modelport.protocol.rate_limiter import LimitSubject
+from modelport.protocol.registrations import Registration
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,13 @@ async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
         llm.name: ModelEntry(llm.name, llm.max_queue, int(as_utc(llm.created_at).timestamp()) if llm.created_at else 0)
         for llm in llms.all()
     }
+
+
+async def registrations(session: AsyncSession) -> list[Registration]:
+    """Every registered LLM as workers see it (see protocol.registrations)."""
+    llms = await session.exec(select(LLM).order_by(col(LLM.name)))
+    return [Registration(name=llm.name, backend=llm.backend, config=llm.config, enabled=llm.enabled)
+            for llm in llms.all()]
 
 
 async def write_usage(session: AsyncSession, records: Sequence[UsageRecord],

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
+from modelport.db import queries
 from modelport.db.engine import create_engine, session_factory
 from modelport.gateway import errors, operational
 from modelport.gateway.access_log import AccessLog
@@ -25,8 +30,11 @@ from modelport.gateway.settings import GatewaySettings
 from modelport.gateway.state import GatewayState
 from modelport.gateway.usage import Outcome, UsageWriter
 from modelport.logs import configure_logging
+from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import ModelPortError
 from modelport.protocol.gateway_broker import GatewayBroker
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: GatewaySettings) -> Starlette:
@@ -41,7 +49,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         usage = UsageWriter(sessions, settings.usage_flush_s, settings.cancel_settle_s,
                             lambda outcome: _recorded(outcome, metrics, broker))
         await broker.start()
-        tasks = [asyncio.create_task(usage.run()), asyncio.create_task(_follow_invalidations(broker, auth))]
+        tasks = [asyncio.create_task(usage.run()), asyncio.create_task(_follow_invalidations(broker, auth, sessions))]
         try:
             yield {"gateway": GatewayState(settings, broker, auth, usage, sessions, metrics)}
         finally:
@@ -83,9 +91,19 @@ def _recorded(outcome: Outcome, metrics: GatewayMetrics, broker: GatewayBroker) 
         broker.limits.settle_soon(outcome.admission, outcome.prompt_tokens + outcome.completion_tokens)
 
 
-async def _follow_invalidations(broker: GatewayBroker, auth: Authenticator) -> None:
-    async for _ in broker.invalidations():
+async def _follow_invalidations(broker: GatewayBroker, auth: Authenticator,
+                                sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Drop the auth cache on every announced change; on (re)connecting to Redis, which may have restarted
+    empty, also restore the LLM registrations workers start from."""
+    async for reconnected in broker.invalidations():
         auth.invalidate()
+        if not reconnected:
+            continue
+        try:
+            async with sessions() as session:
+                await broker.mirror_registrations(await queries.registrations(session))
+        except (SQLAlchemyError, OSError, *QUEUE_ERRORS):
+            log.warning("could not restore the LLM registrations in Redis; the next announced change will")
 
 
 def app_from_environment() -> Starlette:

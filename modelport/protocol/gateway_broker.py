@@ -22,6 +22,7 @@ from modelport.protocol.envelope import ENVELOPE_VERSION, Job, decode_event
 from modelport.protocol.errors import DeadlineExceeded, ModelPortError, NoWorker, RateLimited
 from modelport.protocol.job_handle import JobHandle
 from modelport.protocol.rate_limiter import RateLimiter
+from modelport.protocol.registrations import Registration, mirror
 
 log = logging.getLogger(__name__)
 
@@ -169,19 +170,23 @@ class GatewayBroker:
     async def live_workers(self, model: str) -> int:
         return int(await self._live(keys=[keys.workers(model)]))
 
-    async def invalidations(self) -> AsyncGenerator[None]:
-        """Yields whenever cached authorisation may be stale: on each message and after each reconnect."""
+    async def invalidations(self) -> AsyncGenerator[bool]:
+        """Yields whenever cached authorisation may be stale: False on each message, True after each
+        (re)subscription, when Redis may also have lost state (a restart) that the gateway must restore."""
         while True:
             try:
                 async with self._subscriber.pubsub() as pubsub:
                     await pubsub.subscribe(keys.INVALIDATE_CHANNEL)
-                    yield None
+                    yield True
                     async for message in pubsub.listen():
                         if message["type"] == "message":
-                            yield None
+                            yield False
             except QUEUE_ERRORS:
                 log.warning("invalidation channel lost; reconnecting")
                 await asyncio.sleep(0.5)
+
+    async def mirror_registrations(self, registrations: list[Registration]) -> None:
+        await mirror(self._commands, registrations)
 
     def _forget(self, handle: JobHandle) -> None:
         if self._handles.pop(handle.job.id, None) is not None and handle.job.id in self._timers:

@@ -12,6 +12,7 @@ PREFIX = "mp"
 WORKER_GROUP = "workers"
 INVALIDATE_CHANNEL = f"{PREFIX}:invalidate"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
+REGISTRATIONS = f"{PREFIX}:registrations"  # hash: LLM name -> its registration (JSON), for workers
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
