@@ -201,12 +201,19 @@ def test_the_whole_flow_in_a_real_browser(panel: Panel) -> None:
     docs = Path(__file__).resolve().parent.parent / "docs"
     docs.mkdir(exist_ok=True)
 
-    def submit_form(page: Page, path: str, fields: dict[str, str], checked: tuple[str, ...] = ()) -> None:
+    def submit_form(page: Page, path: str, fields: dict[str, str], checked: tuple[str, ...] = (),
+                    picked: dict[str, str] | None = None) -> None:
+        """Fill a create form: typed fields, ticked boxes, and rows of other views picked by name from
+        the search box of a relation field, as an administrator would."""
         page.goto(f"{panel.base}{path}")
         for name, value in fields.items():
             page.locator(f"[name='{name}']").first.evaluate("(element, value) => element.value = value", value)
         for name in checked:
             page.locator(f"[name='{name}']").first.check(force=True)
+        for name, value in (picked or {}).items():
+            page.locator(f"select#{name} + .select2 .select2-selection").click()
+            page.locator(".select2-search__field").fill(value)
+            page.get_by_role("option", name=value, exact=True).click()
         page.locator("button.btn-primary[type=submit]").click()
         page.wait_for_load_state()
 
@@ -223,12 +230,18 @@ def test_the_whole_flow_in_a_real_browser(panel: Panel) -> None:
         submit_form(admin, "/admin/group/create", {"name": "browser-group", "priority": "0"})
         submit_form(admin, "/admin/llm/create", {"name": "browser-model", "backend": "fake", "config": "{}",
                                                  "max_queue": "16"}, checked=("enabled",))
-        [(lab_id,)] = query(panel.system, "SELECT id FROM \"group\" WHERE name = 'lab'")
-        [(llm_id,)] = query(panel.system, "SELECT id FROM llm WHERE name = 'browser-model'")
-        submit_form(admin, "/admin/grant/create", {"group_id": str(lab_id), "llm_id": str(llm_id)})
+        submit_form(admin, "/admin/grant/create", {}, picked={"group": "lab", "llm": "browser-model"})
         submit_form(admin, "/admin/user/create", {"name": "carol", "display_name": "Carol",
                                                   "password_hash": "carol-pass", "source": "local"},
                     checked=("active",))
+        submit_form(admin, "/admin/membership/create", {}, picked={"user": "carol", "group": "browser-group"})
+        admin.goto(f"{panel.base}/admin/membership/list")
+        admin.screenshot(path=str(docs / "admin-memberships.png"))
+        assert query(panel.system, "SELECT g.name FROM membership m JOIN \"group\" g ON g.id = m.group_id "
+                                   "JOIN user u ON u.id = m.user_id WHERE u.name = 'carol'") == [("browser-group",)]
+        assert query(panel.system, "SELECT action, target FROM auditentry WHERE action IN "
+                                   "('grant.create', 'membership.create') ORDER BY id") == [
+            ("grant.create", "lab may use browser-model"), ("membership.create", "carol in browser-group")]
         admin.goto(f"{panel.base}/admin/user/list")
         admin.screenshot(path=str(docs / "admin-users.png"))
         admin.goto(f"{panel.base}/admin/llm/list")

@@ -5,10 +5,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from html import escape
 from typing import Any
 
+from sqlalchemy import inspect
 from starlette.requests import Request
-from starlette_admin import BooleanField, DateTimeField, EnumField, IntegerField, JSONField, PasswordField, StringField
+from starlette_admin import (
+    BooleanField,
+    DateTimeField,
+    EnumField,
+    HasOne,
+    IntegerField,
+    JSONField,
+    PasswordField,
+    StringField,
+)
 from starlette_admin.actions import ActionSelection, action
 from starlette_admin.contrib.sqla import ModelView
 from starlette_admin.exceptions import FormValidationError
@@ -48,7 +59,34 @@ class AdminView(ModelView):
 
     async def _changed(self, request: Request, verb: str, obj: Any) -> None:
         table = getattr(type(obj), "__tablename__", "row")
-        await request.state.services.changed(request, f"{table}.{verb}", str(getattr(obj, "name", obj)))
+        await request.state.services.changed(request, f"{table}.{verb}", await self.audit_target(request, obj))
+
+    async def audit_target(self, request: Request, obj: Any) -> str:
+        """What the audit log names as changed."""
+        return str(getattr(obj, "name", obj))
+
+
+async def related_name(request: Request, obj: Any, relation: str, model: type[Any]) -> str:
+    """The name of a related row: loaded with the object (a deleted row) or looked up by its id (never a
+    lazy load, which async sessions cannot do)."""
+    if relation not in inspect(obj).unloaded:
+        return str(getattr(obj, relation).name)
+    row_id = getattr(obj, f"{relation}_id")
+    async with request.state.services.sessions() as session:
+        row = await session.get(model, row_id)
+    return str(row.name) if row is not None else f"#{row_id}"
+
+
+class NamedView(AdminView):
+    """Rows other views point at (users, groups, models): shown and picked by name, never by id."""
+
+    searchable_fields = ["name"]
+
+    async def repr(self, obj: Any, request: Request) -> str:
+        return str(obj.name)
+
+    async def select2_result(self, obj: Any, request: Request) -> str:
+        return f"<span>{escape(obj.name)}</span>"
 
 
 class ReadOnlyView(AdminView):
@@ -62,7 +100,7 @@ class ReadOnlyView(AdminView):
         return False
 
 
-class UserView(AdminView):
+class UserView(NamedView):
     fields = [StringField("name", required=True), StringField("display_name"), StringField("email"),
               PasswordField("password_hash", label="Password (local accounts)"),
               EnumField("source", choices=(("local", "local"), ("ldap", "ldap"))), BooleanField("is_admin"),
@@ -84,21 +122,30 @@ class UserView(AdminView):
         obj.password_hash = stored.password_hash if stored is not None else None
 
 
-class GroupView(AdminView):
+class GroupView(NamedView):
     fields = [StringField("name", required=True), StringField("description"),
               JSONField("permissions", label="Permissions (JSON list, e.g. [\"read_api_token\"])"),
               IntegerField("priority")]
 
 
 class MembershipView(AdminView):
-    fields = [IntegerField("user_id", required=True), IntegerField("group_id", required=True)]
+    fields = [HasOne("user", key="user", required=True), HasOne("group", key="group", required=True)]
+
+    async def audit_target(self, request: Request, obj: Any) -> str:
+        user, group = await related_name(request, obj, "user", User), await related_name(request, obj, "group", Group)
+        return f"{user} in {group}"
 
 
 class GrantView(AdminView):
-    fields = [IntegerField("group_id", required=True), IntegerField("llm_id", required=True)]
+    fields = [HasOne("group", key="group", required=True), HasOne("llm", key="llm", label="Model",
+                                                                        required=True)]
+
+    async def audit_target(self, request: Request, obj: Any) -> str:
+        group, llm = await related_name(request, obj, "group", Group), await related_name(request, obj, "llm", LLM)
+        return f"{group} may use {llm}"
 
 
-class LLMView(AdminView):
+class LLMView(NamedView):
     fields = [StringField("name", required=True),
               EnumField("backend", choices=tuple((name, name) for name in sorted(CONFIGS))),
               JSONField("config"), BooleanField("enabled"), IntegerField("max_queue")]
@@ -113,7 +160,7 @@ class LLMView(AdminView):
 
 
 class TokenView(AdminView):
-    fields = [StringField("prefix"), IntegerField("user_id"), StringField("name"), DateTimeField("created_at"),
+    fields = [StringField("prefix"), HasOne("user", key="user"), StringField("name"), DateTimeField("created_at"),
               DateTimeField("expires_at"), DateTimeField("revoked_at"), DateTimeField("last_used_at")]
     searchable_fields = ["prefix", "name"]
     actions = ["revoke"]

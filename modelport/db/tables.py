@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Relationship, SQLModel
 
 
 def utcnow() -> datetime:
@@ -56,6 +56,8 @@ class Group(SQLModel, table=True):
 class Membership(SQLModel, table=True):
     user_id: int = Field(foreign_key="user.id", primary_key=True, ondelete="CASCADE")
     group_id: int = Field(foreign_key="group.id", primary_key=True, ondelete="CASCADE")
+    user: User = Relationship()
+    group: Group = Relationship()
 
 
 class LLM(SQLModel, table=True):
@@ -71,6 +73,8 @@ class LLM(SQLModel, table=True):
 class Grant(SQLModel, table=True):
     group_id: int = Field(foreign_key="group.id", primary_key=True, ondelete="CASCADE")
     llm_id: int = Field(foreign_key="llm.id", primary_key=True, ondelete="CASCADE")
+    group: Group = Relationship()
+    llm: LLM = Relationship()
 
 
 class ApiToken(SQLModel, table=True):
@@ -81,6 +85,7 @@ class ApiToken(SQLModel, table=True):
     name: str = Field(default="", max_length=128)
     prefix: str = Field(index=True, max_length=16)
     secret_hash: str = Field(max_length=64)
+    user: User = Relationship()
     created_at: datetime | None = _timestamp(now=True)
     expires_at: datetime | None = _timestamp()
     revoked_at: datetime | None = _timestamp()
