@@ -211,6 +211,31 @@ def test_higher_priority_groups_are_served_first(limited: Limited) -> None:
     assert ahead <= AHEAD_AT_MOST, f"{ahead} lower-priority jobs started first"
 
 
+def test_abort_ends_requests_still_waiting_in_the_queue_at_once(limited: Limited) -> None:
+    crowd, quitter = single_user(limited, "steady"), single_user(limited, "queued-quitter")
+    warm(limited, quitter)
+
+    def timed_ask(index: int) -> tuple[int, float]:
+        status = ask(limited.gateways[index % 2], quitter, "single").status_code
+        return status, time.monotonic()
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        burst = flood(pool, limited, crowd, 30)
+        mine = [pool.submit(timed_ask, index) for index in range(8)]
+        time.sleep(0.5)
+        aborted = httpx.post(f"{limited.gateways[0]}/v1.0/chat/abort", headers={"Authorization": f"Bearer {quitter}"})
+        aborted_at = time.monotonic()
+        endings = [future.result() for future in mine]
+        assert [future.result() for future in burst] == [200] * 30
+    # Those served before the abort answered 200; the rest waited behind the crowd's jobs (round-robin),
+    # and the last of them would otherwise end several jobs after the abort.
+    cancelled = [ended_at for status, ended_at in endings if status == 499]
+    assert sorted({status for status, _ in endings}) in ([200, 499], [499])
+    # (the one running when the abort came may finish first: counted as cancelled, answered 200)
+    assert len(cancelled) <= aborted.json()["cancelled"] <= len(cancelled) + 1 and len(cancelled) >= 4
+    assert max(cancelled) - aborted_at < 0.5
+
+
 def test_a_waiting_stream_on_v1_hears_its_queue_position(limited: Limited) -> None:
     flooder, listener = single_user(limited, "flooder-2"), single_user(limited, "listener")
     with ThreadPoolExecutor(max_workers=10) as pool:

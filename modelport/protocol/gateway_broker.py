@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS, redis_client
 from modelport.protocol.envelope import ENVELOPE_VERSION, Job, decode_event
-from modelport.protocol.errors import DeadlineExceeded, ModelPortError, NoWorker, RateLimited
+from modelport.protocol.errors import Cancelled, DeadlineExceeded, ModelPortError, NoWorker, RateLimited
 from modelport.protocol.job_handle import JobHandle
 from modelport.protocol.rate_limiter import RateLimiter
 from modelport.protocol.registrations import Registration, mirror
@@ -46,11 +46,13 @@ class GatewayBroker:
         self._submit = self._commands.register_script(scripts.SUBMIT)
         self._live = self._commands.register_script(scripts.LIVE_WORKERS)
         self._keep_inbox = self._commands.register_script(scripts.KEEP_INBOX)
+        self._withdraw = self._commands.register_script(scripts.WITHDRAW)
+        self._invalidations: asyncio.Queue[bool] = asyncio.Queue()
         self.limits = RateLimiter(self._commands, lease_ms=int((job_timeout_s + 60) * 1000))
         self._handles: dict[str, JobHandle] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._reading: asyncio.Task[None] | None = None
+        self._readers: list[asyncio.Task[None]] = []
         self._closing = False
         self._last_id = "0-0"
         self._trimmed_at = 0.0
@@ -58,21 +60,22 @@ class GatewayBroker:
     async def start(self) -> None:
         with contextlib.suppress(*QUEUE_ERRORS):
             await self._keep_inbox(keys=[self.inbox], args=[INBOX_TTL_MS])
-        self._reading = asyncio.create_task(self._read_inbox())
+        self._readers = [asyncio.create_task(self._read_inbox()), asyncio.create_task(self._listen())]
         self._tasks = [asyncio.create_task(self._watch())]
 
     async def close(self) -> None:
-        # The reader is not cancelled mid-XREAD (redis-py on Python 3.11 can swallow that cancellation);
-        # it sees the flag when its blocking read returns, within a second.
+        # The readers are not cancelled mid-read (redis-py on Python 3.11 can swallow that cancellation);
+        # they see the flag when their blocking read returns, within a second.
         self._closing = True
         for timer in self._timers.values():
             timer.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._reading is not None:
-            await asyncio.wait([self._reading], timeout=READ_BLOCK_MS / 1000 + 2)
-            self._reading.cancel()
+        if self._readers:
+            await asyncio.wait(self._readers, timeout=READ_BLOCK_MS / 1000 + 2)
+            for reader in self._readers:
+                reader.cancel()
         for handle in list(self._handles.values()):
             await self.cancel(handle)
         with contextlib.suppress(*QUEUE_ERRORS):
@@ -171,19 +174,44 @@ class GatewayBroker:
         return int(await self._live(keys=[keys.workers(model)]))
 
     async def invalidations(self) -> AsyncGenerator[bool]:
-        """Yields whenever cached authorisation may be stale: False on each message, True after each
-        (re)subscription, when Redis may also have lost state (a restart) that the gateway must restore."""
+        """Yields whenever cached authorisation may be stale: False on each announced change, True after
+        each (re)subscription, when Redis may also have lost state (a restart) that the gateway must restore."""
         while True:
+            yield await self._invalidations.get()
+
+    async def _listen(self) -> None:
+        """Follow the announcement and cancellation channels on the subscriber connection."""
+        while not self._closing:
             try:
-                async with self._subscriber.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.INVALIDATE_CHANNEL)
-                    yield True
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            yield False
+                async with self._subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(keys.INVALIDATE_CHANNEL, keys.CANCEL_CHANNEL)
+                    self._invalidations.put_nowait(True)
+                    while not self._closing:
+                        message = await pubsub.get_message(timeout=READ_BLOCK_MS / 1000)
+                        if message is None:
+                            continue
+                        if message["channel"] == keys.CANCEL_CHANNEL.encode():
+                            self._withdraw_if_waiting(message["data"].decode())
+                        else:
+                            self._invalidations.put_nowait(False)
             except QUEUE_ERRORS:
-                log.warning("invalidation channel lost; reconnecting")
+                log.warning("announcement channels lost; reconnecting")
                 await asyncio.sleep(0.5)
+
+    def _withdraw_if_waiting(self, job_id: str) -> None:
+        """A cancelled job of this gateway that still waits in its model's fair queue ends now, instead of
+        when a worker reaches it (behind other users' jobs, that can take long)."""
+        handle = self._handles.get(job_id)
+        if handle is None or handle.position == 0 or handle.started:
+            return
+
+        _rotation, _waiting_jobs, bodies, _turn, waiting = keys.fair_queue(handle.job.model)
+
+        async def withdraw() -> None:
+            if await self._withdraw(keys=[bodies, waiting], args=[job_id]):
+                handle.fail(Cancelled("Cancelled by the client while queued.").body())
+
+        self._background(withdraw())
 
     async def mirror_registrations(self, registrations: list[Registration]) -> None:
         await mirror(self._commands, registrations)

@@ -57,9 +57,9 @@ while moved < want do
     redis.call('ZREM', KEYS[3], first[1])
     local job_id = string.match(first[1], '|([^|]+)$')
     local job = redis.call('HGET', KEYS[4], job_id)
-    redis.call('HDEL', KEYS[4], job_id)
-    redis.call('DECR', KEYS[6])
-    if job then
+    if job then  -- no body: the job was withdrawn (see WITHDRAW)
+      redis.call('HDEL', KEYS[4], job_id)
+      redis.call('DECR', KEYS[6])
       redis.call('XADD', KEYS[1], '*', 'job', job)
       moved = moved + 1
     end
@@ -69,6 +69,15 @@ while moved < want do
   end
 end
 return moved
+"""
+
+# KEYS: job bodies, waiting count (of one model's fair queue). ARGV: job id.
+# Takes a cancelled job out of the fair queue if it still waits there: returns 1, and it will never reach a
+# worker (DISPATCH skips its leftover entry); 0 when it was already handed to the workers.
+WITHDRAW = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DECR', KEYS[2])
+return 1
 """
 
 # KEYS: workers zset. Returns the number of live workers (heartbeat not yet expired).
