@@ -76,6 +76,26 @@ async def test_full_queue_is_a_429(gateway: GatewayBroker, worker: WorkerBroker)
     assert rejected.value.retry_after == 1
 
 
+async def test_waiting_jobs_know_their_place_in_the_fair_order(gateway: GatewayBroker, worker: WorkerBroker) -> None:
+    model = worker.model
+    a = [await gateway.submit(model, PARAMS, user="a", user_id=11, timeout_s=5, max_queue=100) for _ in range(4)]
+    b = await gateway.submit(model, PARAMS, user="b", user_id=12, timeout_s=5, max_queue=100)
+    # a[0] went straight to the stream; the rest wait. Round-robin: a[1], then b, then a[2], a[3].
+    assert [handle.position for handle in a] == [0, 1, 2, 3] and b.position == 2
+
+    async def places() -> list[int]:
+        return [await gateway.position(handle) for handle in (*a, b)]
+
+    assert await places() == [0, 1, 3, 4, 2]
+    await worker.ensure_group()
+    assert [claimed.job.id for claimed in await worker.claim(1)] == [a[0].job.id]
+    assert [claimed.job.id for claimed in await worker.claim(1)] == [a[1].job.id]
+    # a has now been served from the queue, so b (who has waited all along) goes next, then a's in turn.
+    assert await places() == [0, 0, 2, 3, 1]
+    assert [claimed.job.id for claimed in await worker.claim(1)] == [b.job.id]
+    assert await places() == [0, 0, 1, 2, 0]
+
+
 async def test_submit_loads_its_script_again_after_redis_forgot_it(
         gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
     model = worker.model

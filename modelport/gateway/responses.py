@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 from modelport.gateway.errors import render_error
 from modelport.gateway.render import CompletionBuilder, StreamRenderer
 from modelport.gateway.usage import Outcome, UsageWriter
+from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.envelope import Delta, Done, Failed
 from modelport.protocol.gateway_broker import GatewayBroker
 from modelport.protocol.job_handle import JobHandle
@@ -99,12 +100,19 @@ class JobResponse:
             try:
                 first = await asyncio.wait_for(self.handle.next(), timeout=QUEUE_COMMENT_S)
             except TimeoutError:
-                await send({"type": "http.response.body", "body": b": still queued\n\n", "more_body": True})
+                await send({"type": "http.response.body", "body": await self._queue_comment(), "more_body": True})
                 continue
             if isinstance(first, Delta):
                 self.outcome.ttft_s = time.monotonic()
             await self._stream_events(send, renderer, [first])
             return
+
+    async def _queue_comment(self) -> bytes:
+        try:
+            position = await self.broker.position(self.handle)
+        except QUEUE_ERRORS:
+            return b": still queued\n\n"
+        return f": queued, position {position}\n\n".encode() if position else b": starting\n\n"
 
     async def _send_stream(self, send: Send, renderer: StreamRenderer, first: Delta | Done) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})

@@ -47,6 +47,7 @@ class GatewayBroker:
         self._live = self._commands.register_script(scripts.LIVE_WORKERS)
         self._keep_inbox = self._commands.register_script(scripts.KEEP_INBOX)
         self._withdraw = self._commands.register_script(scripts.WITHDRAW)
+        self._position = self._commands.register_script(scripts.POSITION)
         self._invalidations: asyncio.Queue[bool] = asyncio.Queue()
         self.limits = RateLimiter(self._commands, lease_ms=int((job_timeout_s + 60) * 1000))
         self._handles: dict[str, JobHandle] = {}
@@ -102,7 +103,7 @@ class GatewayBroker:
         handle = JobHandle(job, self._forget)
         self._handles[job.id] = handle
         try:
-            outcome = await self._enqueue(job, max_queue, priority)
+            outcome, turn = await self._enqueue(job, max_queue, priority)
         except QUEUE_ERRORS:
             self._forget(handle)
             raise NoWorker("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
@@ -114,23 +115,33 @@ class GatewayBroker:
             raise RateLimited(f"The queue for model '{model}' is full; retry shortly.",
                               code="queue_full", retry_after=1)
         handle.position = outcome
+        if outcome > 0:
+            handle.queued_as = (f"{priority}|{user_id}", f"{user_id}|{turn:016d}|{job.id}")
         loop = asyncio.get_running_loop()
         self._timers[job.id] = loop.call_later(timeout_s, self._expire, handle)
         return handle
 
-    async def _enqueue(self, job: Job, max_queue: int, priority: int) -> int:
+    async def position(self, handle: JobHandle) -> int:
+        """The job's place in its model's fair queue now; 0 once it has left it."""
+        if handle.queued_as is None or handle.started:
+            return 0
+        rotation, waiting_jobs, bodies, _turn, _waiting = keys.fair_queue(handle.job.model)
+        return int(await self._position(keys=[rotation, waiting_jobs, bodies],
+                                        args=[*handle.queued_as, handle.job.id]))
+
+    async def _enqueue(self, job: Job, max_queue: int, priority: int) -> tuple[int, int]:
         """SUBMIT and the in-flight record in one round trip. The script goes by its SHA: redis-py would
         ask SCRIPT EXISTS before every pipeline holding a registered script, a round trip more per request.
         After a Redis restart forgot the script, it is loaded and both commands (idempotent) run again."""
         script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model)]
         args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority]
 
-        async def run() -> int:
+        async def run() -> tuple[int, int]:
             async with self._commands.pipeline(transaction=False) as pipe:
                 pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
                 pipe.sadd(keys.in_flight(job.user_id), job.id)
-                outcome, _ = await pipe.execute()
-                return int(outcome)
+                (outcome, turn), _ = await pipe.execute()
+                return int(outcome), int(turn)
 
         try:
             return await run()

@@ -19,6 +19,8 @@ class JobHandle:
         self.started = False
         self.finished = False
         self.position = 0
+        # where the job waits in its model's fair queue: ("priority|user", "user|turn|job"), or None
+        self.queued_as: tuple[str, str] | None = None
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._on_finish = on_finish
 

@@ -17,29 +17,68 @@ local function undelivered(stream)
 end
 """
 
+# A waiting job's place in the order DISPATCH will hand jobs out, if nothing else arrives: every waiting job
+# of higher-priority users, then round-robin within its priority (one job per user per round, in rotation
+# order), so a job that is its user's k-th waiting one goes after up to k+1 jobs of each user ahead of its
+# user in the rotation and up to k of each user behind. Counts may include a withdrawn job DISPATCH has
+# not yet skipped.
+FAIR_POSITION = """
+local function fair_position(rotation, waiting_jobs, mine, member)
+  local user = string.match(mine, '|(%d+)$')
+  local priority = tonumber(string.match(mine, '^(-?%d+)|'))
+  local k = redis.call('ZLEXCOUNT', waiting_jobs, '[' .. user .. '|', '(' .. member)
+  local position, ahead = k + 1, true
+  for _, other in ipairs(redis.call('ZRANGE', rotation, 0, -1)) do
+    if other == mine then
+      ahead = false
+    else
+      local other_priority, other_user = string.match(other, '^(-?%d+)|(%d+)$')
+      other_priority = tonumber(other_priority)
+      if other_priority >= priority then
+        local n = redis.call('ZLEXCOUNT', waiting_jobs, '[' .. other_user .. '|', '[' .. other_user .. '|~')
+        if other_priority > priority then position = position + n
+        elseif ahead then position = position + math.min(n, k + 1)
+        else position = position + math.min(n, k) end
+      end
+    end
+  end
+  return position
+end
+"""
+
 # KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count.
 # ARGV: max outstanding jobs, job JSON, job id, user id, priority.
-# Returns 0 when sent to the stream, N > 0 when waiting N-th, -1 without a live worker, -2 when full.
-SUBMIT = UNDELIVERED + """
+# Returns {outcome, turn}: outcome 0 when sent to the stream, N > 0 when waiting at fair position N (turn
+# then names its entry), -1 without a live worker, -2 when full.
+SUBMIT = UNDELIVERED + FAIR_POSITION + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) == 0 then return -1 end
+if redis.call('ZCARD', KEYS[1]) == 0 then return {-1, 0} end
 local waiting = tonumber(redis.call('GET', KEYS[7]) or '0')
-if redis.call('XLEN', KEYS[2]) + waiting >= tonumber(ARGV[1]) then return -2 end
+if redis.call('XLEN', KEYS[2]) + waiting >= tonumber(ARGV[1]) then return {-2, 0} end
 if waiting == 0 and undelivered(KEYS[2]) <= 0 then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
-  return 0
+  return {0, 0}
 end
 local turn = redis.call('INCR', KEYS[6])
+local entry = ARGV[4] .. '|' .. string.format('%016d', turn) .. '|' .. ARGV[3]
 redis.call('HSET', KEYS[5], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[4], 0, ARGV[4] .. '|' .. string.format('%016d', turn) .. '|' .. ARGV[3])
+redis.call('ZADD', KEYS[4], 0, entry)
 local member = ARGV[5] .. '|' .. ARGV[4]
 if not redis.call('ZSCORE', KEYS[3], member) then
   -- a user who was not waiting goes ahead of those already being served in turn (same priority)
   redis.call('ZADD', KEYS[3], -tonumber(ARGV[5]) * 1e12 - 1e11 + turn, member)
 end
-return redis.call('INCR', KEYS[7])
+redis.call('INCR', KEYS[7])
+return {fair_position(KEYS[3], KEYS[4], member, entry), turn}
+"""
+
+# KEYS: rotation, waiting jobs, job bodies. ARGV: "priority|user", the job's entry "user|turn|job", job id.
+# The job's fair position now, or 0 once it has left the fair queue (handed to the workers or withdrawn).
+POSITION = FAIR_POSITION + """
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0 then return 0 end
+return fair_position(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 """
 
 # KEYS: jobs, rotation, waiting jobs, job bodies, turn, waiting count. ARGV: free slots of the caller.
