@@ -246,6 +246,7 @@ def test_a_waiting_stream_on_v1_hears_its_queue_position(limited: Limited) -> No
                                 "messages": [{"role": "user", "content": "hi"}]}) as response:
             lines = [line for line in response.iter_lines() if line]
         assert [future.result() for future in burst] == [200] * 10
-    # A user who was not waiting goes ahead of one already being served round-robin: next in line.
-    assert lines[0] == ": queued, position 1"
+    # A user who was not waiting goes ahead of one already being served round-robin: next in line (second
+    # if the flooder's first queued job has not been handed out yet), never behind the whole burst.
+    assert lines[0] in (": queued, position 1", ": queued, position 2")
     assert lines[-1] == "data: [DONE]" and any(line.startswith("data: {") for line in lines)
