@@ -151,6 +151,28 @@ def test_model_config_is_validated_before_it_is_saved(panel: Panel) -> None:
     assert ("root", "llm.create") in query(panel.system, "SELECT actor, action FROM auditentry")
 
 
+def test_editing_a_model_in_the_admin_reaches_its_running_workers(panel: Panel) -> None:
+    token = panel.system.user_with_token("quick", user="config-watcher")
+
+    def reply() -> str:
+        answer = httpx.post(f"{panel.gateway}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                            json={"model": "quick", "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["choices"][0]["message"]["content"])
+
+    assert reply() != "edited in the admin"
+    [(llm_id,)] = query(panel.system, "SELECT id FROM llm WHERE name = 'quick'")
+    client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
+    edited = client.post("/admin/llm/edit", params={"pk": str(llm_id)}, data={
+        "name": "quick", "backend": "fake", "config": json.dumps({"reply": "edited in the admin"}), "enabled": "on",
+        "max_queue": "256", "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")})
+    assert edited.status_code == 303, edited.text
+    deadline = time.monotonic() + 2
+    while reply() != "edited in the admin":
+        assert time.monotonic() < deadline, "the running worker kept the old config"
+        time.sleep(0.1)
+
+
 def test_revoking_in_the_admin_reaches_the_gateway_within_a_second(panel: Panel) -> None:
     token = panel.system.user_with_token("quick", user="holder")
     ask = {"model": "quick", "messages": [{"role": "user", "content": "hi"}]}

@@ -124,6 +124,31 @@ async def test_worker_serves_the_queue_without_losing_or_reordering_deltas(
     assert await redis.asyncio.Redis.from_url(redis_server.url).xlen(keys.jobs(model)) == 0
 
 
+async def test_a_replaced_backend_finishes_its_running_jobs_before_it_closes(
+        gateway: GatewayBroker, worker: WorkerBroker) -> None:
+    closed: list[bool] = []
+
+    class Old(FakeBackend):
+        async def close(self) -> None:
+            closed.append(True)
+
+    runtime = Worker(worker, Old(FakeConfig(reply="old words here", delay_ms=100)))
+    stop = asyncio.Event()
+    running = asyncio.create_task(runtime.run(stop))
+    before = await gateway.submit(worker.model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
+    first = await asyncio.wait_for(before.next(), timeout=10)
+    await runtime.replace_backend(FakeBackend(FakeConfig(reply="new")))
+    assert not closed, "the old backend closed while a job was still running on it"
+    after = await gateway.submit(worker.model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
+    rest, _ = await collect(before)
+    assert isinstance(first, Delta) and f"{first.choices[0].content}{rest}" == "old words here"
+    assert (await collect(after))[0] == "new"
+    await asyncio.sleep(0.1)
+    assert closed == [True]
+    stop.set()
+    await running
+
+
 async def test_unstarted_job_of_a_silent_worker_is_rerun_with_bounded_attempts(
         gateway: GatewayBroker, redis_server: RedisServer) -> None:
     model = model_name()

@@ -16,6 +16,7 @@ from modelport.protocol.connection import QUEUE_ERRORS, redis_client
 from modelport.protocol.envelope import Failed, Job
 from modelport.protocol.errors import ModelPortError, NoWorker
 from modelport.protocol.outbox import ClaimedJob, Outbox
+from modelport.protocol.registrations import Registration, lookup
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class WorkerBroker:
         self._dispatch = self._commands.register_script(scripts.DISPATCH)
         self._background: set[asyncio.Task[None]] = set()
         self.on_cancel: Callable[[str], None] = lambda job_id: None
+        self.on_announcement: Callable[[], None] = lambda: None
         self.outbox = Outbox(self._commands, model, self._cancel_locally)
 
     async def close(self) -> None:
@@ -109,16 +111,27 @@ class WorkerBroker:
     def fail(self, claimed: ClaimedJob, error: ModelPortError) -> None:
         self.outbox.put(claimed, Failed(error=error.body()))
 
-    async def listen_for_cancels(self) -> None:
+    async def listen(self) -> None:
+        """Follow cancellations, and announced changes (also after each reconnect, since changes may have
+        been missed meanwhile) for ``on_announcement``."""
         while True:
             try:
                 async with self._subscriber.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.CANCEL_CHANNEL)
+                    await pubsub.subscribe(keys.CANCEL_CHANNEL, keys.INVALIDATE_CHANNEL)
+                    self.on_announcement()
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
+                        if message["type"] != "message":
+                            continue
+                        if message["channel"] == keys.CANCEL_CHANNEL.encode():
                             self._cancel_locally(message["data"].decode())
+                        else:
+                            self.on_announcement()
             except QUEUE_ERRORS:
                 await asyncio.sleep(0.5)
+
+    async def registration(self) -> Registration | None:
+        """This model's registration as mirrored in Redis (see protocol.registrations)."""
+        return await lookup(self._commands, self.model)
 
     def _cancel_locally(self, job_id: str) -> None:
         self.on_cancel(job_id)

@@ -1,5 +1,6 @@
 """Starts a worker for one registered LLM: reads its registration from Redis (waiting while Redis holds
-none), builds the backend, runs until SIGTERM. A worker host needs no database."""
+none), builds the backend, and runs until SIGTERM, switching to a new backend when an announced change
+alters the LLM's backend or config. A worker host needs no database."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import signal
 import socket
 import uuid
 
-from modelport.protocol.connection import QUEUE_ERRORS, redis_client
-from modelport.protocol.registrations import Registration, lookup
+from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.registrations import NotRegistered, Registration
 from modelport.protocol.worker_broker import WorkerBroker
 from modelport.workers.backends.registry import build_backend
 from modelport.workers.metrics import WorkerMetrics
@@ -27,38 +28,64 @@ async def run_worker(settings: WorkerSettings, llm_name: str) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    registration = await wait_for_registration(settings.redis_url, llm_name, stop)
-    if registration is None:
-        return
-    backend = build_backend(registration.backend, registration.config)
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    broker = WorkerBroker(settings.redis_url, registration.name, worker_id, lease_ms=settings.lease_ms,
+    broker = WorkerBroker(settings.redis_url, llm_name, worker_id, lease_ms=settings.lease_ms,
                           max_attempts=settings.max_attempts)
-    metrics = WorkerMetrics(registration.name)
+    registration = await wait_for_registration(broker, stop)
+    if registration is None:
+        await broker.close()
+        return
+    metrics = WorkerMetrics(llm_name)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
-    await Worker(broker, backend, heartbeat_s=settings.heartbeat_s, drain_s=settings.drain_s,
-                 metrics=metrics).run(stop)
+    worker = Worker(broker, build_backend(registration.backend, registration.config),
+                    heartbeat_s=settings.heartbeat_s, drain_s=settings.drain_s, metrics=metrics)
+    announced = asyncio.Event()
+    broker.on_announcement = announced.set
+    following = asyncio.create_task(follow_registration(worker, registration, announced))
+    try:
+        await worker.run(stop)
+    finally:
+        following.cancel()
 
 
-async def wait_for_registration(redis_url: str, llm_name: str, stop: asyncio.Event) -> Registration | None:
+async def wait_for_registration(broker: WorkerBroker, stop: asyncio.Event) -> Registration | None:
     """The LLM's registration once Redis has one (None if stopped first); raises NotRegistered when
     Redis lists the registered LLMs and this is not one of them."""
-    client = redis_client(redis_url, connections=1, name=f"mp-worker-start-{os.getpid()}")
     warned = False
-    try:
-        while not stop.is_set():
-            try:
-                registration = await lookup(client, llm_name)
-            except QUEUE_ERRORS:
-                registration = None
-            if registration is not None:
-                return registration
-            if not warned:
-                log.warning("waiting for the registration of %s: Redis is unreachable or holds no LLM "
-                            "registrations yet (any gateway restores them when it connects)", llm_name)
-                warned = True
-            await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=REGISTRATION_POLL_S)
-        return None
-    finally:
-        await client.aclose()
+    while not stop.is_set():
+        try:
+            registration = await broker.registration()
+        except QUEUE_ERRORS:
+            registration = None
+        if registration is not None:
+            return registration
+        if not warned:
+            log.warning("waiting for the registration of %s: Redis is unreachable or holds no LLM "
+                        "registrations yet (any gateway restores them when it connects)", broker.model)
+            warned = True
+        await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=REGISTRATION_POLL_S)
+    return None
+
+
+async def follow_registration(worker: Worker, current: Registration, announced: asyncio.Event) -> None:
+    """After each announced change, switch to a new backend if the LLM's backend or config changed."""
+    while True:
+        await announced.wait()
+        announced.clear()
+        try:
+            latest = await worker.broker.registration()
+        except NotRegistered:
+            log.warning("%s is no longer registered; serving on until stopped", current.name)
+            continue
+        except QUEUE_ERRORS:
+            continue
+        if latest is None or (latest.backend, latest.config) == (current.backend, current.config):
+            continue
+        try:
+            await worker.replace_backend(build_backend(latest.backend, latest.config))
+        except Exception:  # a config the backend cannot start with must not stop the worker
+            log.exception("could not switch %s to its new config; serving on with the old one", current.name)
+            continue
+        current = latest
+        log.info("%s now serves with its new config", current.name)

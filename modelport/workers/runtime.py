@@ -39,6 +39,7 @@ class Worker:
         self._claims: dict[str, ClaimedJob] = {}
         self._cancelled_by_client: set[str] = set()
         self._slot_freed = asyncio.Event()
+        self._retiring: set[asyncio.Task[None]] = set()
         broker.on_cancel = self._cancel
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -46,7 +47,7 @@ class Worker:
         await self.broker.ensure_group()
         await self.broker.heartbeat()
         helpers = [asyncio.create_task(self.broker.outbox.run()),
-                   asyncio.create_task(self.broker.listen_for_cancels()),
+                   asyncio.create_task(self.broker.listen()),
                    asyncio.create_task(self._maintain())]
         log.info("worker %s serving %s", self.broker.worker_id, self.broker.model)
         try:
@@ -57,8 +58,26 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.wait(helpers, timeout=2)
+            if self._retiring:
+                await asyncio.wait(self._retiring, timeout=self.drain_s)
             await self.broker.close()
             await self.backend.close()
+
+    async def replace_backend(self, backend: Backend) -> None:
+        """Serve new jobs with ``backend``; the old one closes once the jobs it was running have ended."""
+        await backend.start()
+        old, self.backend = self.backend, backend
+        started_on_old = list(self._running.values())
+
+        async def retire() -> None:
+            if started_on_old:
+                await asyncio.wait(started_on_old)
+            await old.close()
+
+        task = asyncio.create_task(retire())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        self._slot_freed.set()  # the new backend may allow more jobs at once
 
     async def _claim_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
