@@ -99,7 +99,6 @@ async def add_llm(session: AsyncSession, actor: str, name: str, backend: str, co
     return llm
 
 
-
 async def create_token(session: AsyncSession, actor: str, user_name: str, *, name: str = "",
                        expires_at: datetime | None = None) -> NewToken:
     user: User = await _one(session, User, user_name)

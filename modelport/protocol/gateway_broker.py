@@ -103,7 +103,7 @@ class GatewayBroker:
         handle = JobHandle(job, self._forget)
         self._handles[job.id] = handle
         try:
-            outcome, turn = await self._enqueue(job, max_queue, priority)
+            outcome, queued_as = await self._enqueue(job, max_queue, priority)
         except QUEUE_ERRORS:
             self._forget(handle)
             raise NoWorker("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
@@ -115,8 +115,7 @@ class GatewayBroker:
             raise RateLimited(f"The queue for model '{model}' is full; retry shortly.",
                               code="queue_full", retry_after=1)
         handle.position = outcome
-        if outcome > 0:
-            handle.queued_as = (f"{priority}|{user_id}", f"{user_id}|{turn:016d}|{job.id}")
+        handle.queued_as = queued_as
         loop = asyncio.get_running_loop()
         self._timers[job.id] = loop.call_later(timeout_s, self._expire, handle)
         return handle
@@ -129,19 +128,19 @@ class GatewayBroker:
         return int(await self._position(keys=[rotation, waiting_jobs, bodies],
                                         args=[*handle.queued_as, handle.job.id]))
 
-    async def _enqueue(self, job: Job, max_queue: int, priority: int) -> tuple[int, int]:
+    async def _enqueue(self, job: Job, max_queue: int, priority: int) -> tuple[int, tuple[str, str] | None]:
         """SUBMIT and the in-flight record in one round trip. The script goes by its SHA: redis-py would
         ask SCRIPT EXISTS before every pipeline holding a registered script, a round trip more per request.
         After a Redis restart forgot the script, it is loaded and both commands (idempotent) run again."""
         script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model)]
         args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority]
 
-        async def run() -> tuple[int, int]:
+        async def run() -> tuple[int, tuple[str, str] | None]:
             async with self._commands.pipeline(transaction=False) as pipe:
                 pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
                 pipe.sadd(keys.in_flight(job.user_id), job.id)
-                (outcome, turn), _ = await pipe.execute()
-                return int(outcome), int(turn)
+                (outcome, member, entry), _ = await pipe.execute()
+                return int(outcome), (member.decode(), entry.decode()) if int(outcome) > 0 else None
 
         try:
             return await run()
@@ -213,7 +212,7 @@ class GatewayBroker:
         """A cancelled job of this gateway that still waits in its model's fair queue ends now, instead of
         when a worker reaches it (behind other users' jobs, that can take long)."""
         handle = self._handles.get(job_id)
-        if handle is None or handle.position == 0 or handle.started:
+        if handle is None or handle.queued_as is None or handle.started:
             return
 
         _rotation, _waiting_jobs, bodies, _turn, waiting = keys.fair_queue(handle.job.model)

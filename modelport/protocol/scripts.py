@@ -48,18 +48,19 @@ end
 
 # KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count.
 # ARGV: max outstanding jobs, job JSON, job id, user id, priority.
-# Returns {outcome, turn}: outcome 0 when sent to the stream, N > 0 when waiting at fair position N (turn
-# then names its entry), -1 without a live worker, -2 when full.
+# Returns {outcome, member, entry}: outcome 0 when sent to the stream, N > 0 when waiting at fair position N
+# (then its rotation member "priority|user" and its entry "user|turn|job", which POSITION takes), -1
+# without a live worker, -2 when full.
 SUBMIT = UNDELIVERED + FAIR_POSITION + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) == 0 then return {-1, 0} end
+if redis.call('ZCARD', KEYS[1]) == 0 then return {-1, '', ''} end
 local waiting = tonumber(redis.call('GET', KEYS[7]) or '0')
-if redis.call('XLEN', KEYS[2]) + waiting >= tonumber(ARGV[1]) then return {-2, 0} end
+if redis.call('XLEN', KEYS[2]) + waiting >= tonumber(ARGV[1]) then return {-2, '', ''} end
 if waiting == 0 and undelivered(KEYS[2]) <= 0 then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
-  return {0, 0}
+  return {0, '', ''}
 end
 local turn = redis.call('INCR', KEYS[6])
 local entry = ARGV[4] .. '|' .. string.format('%016d', turn) .. '|' .. ARGV[3]
@@ -71,10 +72,10 @@ if not redis.call('ZSCORE', KEYS[3], member) then
   redis.call('ZADD', KEYS[3], -tonumber(ARGV[5]) * 1e12 - 1e11 + turn, member)
 end
 redis.call('INCR', KEYS[7])
-return {fair_position(KEYS[3], KEYS[4], member, entry), turn}
+return {fair_position(KEYS[3], KEYS[4], member, entry), member, entry}
 """
 
-# KEYS: rotation, waiting jobs, job bodies. ARGV: "priority|user", the job's entry "user|turn|job", job id.
+# KEYS: rotation, waiting jobs, job bodies. ARGV: the member and entry SUBMIT returned, job id.
 # The job's fair position now, or 0 once it has left the fair queue (handed to the workers or withdrawn).
 POSITION = FAIR_POSITION + """
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0 then return 0 end

@@ -5,6 +5,7 @@ alters the LLM's backend or config. A worker host needs no database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -64,7 +65,8 @@ async def wait_for_registration(broker: WorkerBroker, stop: asyncio.Event) -> Re
             log.warning("waiting for the registration of %s: Redis is unreachable or holds no LLM "
                         "registrations yet (any gateway restores them when it connects)", broker.model)
             warned = True
-        await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=REGISTRATION_POLL_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=REGISTRATION_POLL_S)
     return None
 
 
