@@ -49,7 +49,7 @@ def gateway_rates(tokens: int, runs: int) -> list[float]:
     redis_server = RedisServer()
     redis_server.start()
     root = Path(tempfile.mkdtemp(prefix="modelport-llama-bench-"))
-    system = System(f"sqlite:///{root / 'db.sqlite'}", redis_server.url, root, MODELPORT_LOG_LEVEL="WARNING")
+    system = System(f"sqlite:///{root / 'db.sqlite'}", redis_server, root, MODELPORT_LOG_LEVEL="WARNING")
     try:
         system.cli("llm", "add", "story", "--backend", "llamacpp", "--config",
                    json.dumps({"chat_template": STORY, "n_ctx": N_CTX}))

@@ -112,7 +112,7 @@ def start(root: Path, redis_server: RedisServer, slow_delay_ms: int, slow_chunks
     upstream = Process(["tests.upstreams.openai_server", "--port", str(upstream_port)], {}, root / "upstream.log")
     wait_for_port(upstream_port)
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
-    system = System(f"sqlite:///{root / 'bench.db'}", redis_server.url, root, MODELPORT_LOG_LEVEL="WARNING")
+    system = System(f"sqlite:///{root / 'bench.db'}", redis_server, root, MODELPORT_LOG_LEVEL="WARNING")
     system.processes.append(upstream)
     system.cli("llm", "add", "fast", "--backend", "openai_compat", "--base-url", upstream_url,
                "--upstream-model", UPSTREAM_FAST, "--concurrency", "256", "--max-queue", "4096")

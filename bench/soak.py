@@ -109,7 +109,7 @@ def main() -> None:
     redis_server = RedisServer()
     redis_server.start()
     root = Path(tempfile.mkdtemp(prefix="modelport-soak-"))
-    system = System(f"sqlite:///{root / 'db.sqlite'}", redis_server.url, root, MODELPORT_LOG_LEVEL="WARNING",
+    system = System(f"sqlite:///{root / 'db.sqlite'}", redis_server, root, MODELPORT_LOG_LEVEL="WARNING",
                     MODELPORT_LEASE_MS="1500", MODELPORT_HEARTBEAT_S="0.3")
     try:
         system.cli("llm", "add", MODEL, "--backend", "fake", "--delay-ms", "30", "--chunks", "30")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelport.workers.backends.upstream_policy import UpstreamPolicy
+
 DEFAULT_DATABASE_URL = "sqlite:///.modelport/modelport.db"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -14,3 +16,10 @@ class CommonSettings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
     log_level: str = "INFO"
+    # Environment variables an LLM's config may name as its upstream key (names or glob patterns; never
+    # MODELPORT_* settings), and the hosts its base_url may name (empty: any).
+    upstream_key_envs: list[str] = ["*_API_KEY"]
+    upstream_hosts: list[str] = []
+
+    def upstream_policy(self) -> UpstreamPolicy:
+        return UpstreamPolicy(key_envs=tuple(self.upstream_key_envs), hosts=tuple(self.upstream_hosts))

@@ -50,7 +50,7 @@ def upstream(logs: Path) -> Iterator[str]:
 def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[System]:
     """A fresh installation, with a Redis of its own, on each database kind; tests using it run once per kind."""
     for redis_server in running(RedisServer()):
-        installation = System(new_database(request.param, request, tmp_path_factory), redis_server.url, logs)
+        installation = System(new_database(request.param, request, tmp_path_factory), redis_server, logs)
         yield installation
         installation.stop()
 
@@ -63,7 +63,7 @@ def live(system: System, upstream: str) -> Live:
     system.cli("llm", "add", "idle", "--backend", "fake")
     for name, upstream_model in UPSTREAM_MODELS.items():
         system.cli("llm", "add", name, "--backend", "openai_compat", "--base-url", upstream,
-                   "--upstream-model", upstream_model)
+                   "--upstream-model", upstream_model, *(["--extra-param", "top_k"] if name == "oc-params" else []))
     limited = system.user_with_token("fake")
     system.cli("group", "add", "everything")
     for model in ("fake", "idle", *UPSTREAM_MODELS):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -12,9 +13,13 @@ import time
 from collections.abc import Iterator, Mapping
 from glob import glob
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
+import redis
+
+from modelport.cli.redis_acl import redis_url
+from modelport.protocol import acl
 
 
 def free_port() -> int:
@@ -53,24 +58,64 @@ def running(server: ServerT) -> Iterator[ServerT]:
 
 
 class RedisServer:
-    """A private redis-server (Debian's package), restartable on the same port."""
+    """A private redis-server (Debian's package), restartable on the same port, with ModelPort's ACL users:
+    the harness's own ``default`` (every right), the gateways' ``modelport`` and, once asked for, one
+    ``worker-MODEL`` per model, saved in the ACL file so they survive restarts. With ``tls``, it speaks only
+    TLS (a self-signed certificate the URLs name as their CA)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; run `make deps` (apt-get install redis-server)")
         self.binary = binary
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls = tls
+        self.directory = Path(tempfile.mkdtemp(prefix="modelport-redis-"))
+        self.acl_path = self.directory / "users.acl"
+        password = secrets.token_urlsafe(16)
+        self._base = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
+        if tls:
+            self._certificate()
+            self._base += f"?ssl_ca_certs={self.directory / 'cert.pem'}"
+        self.url = redis_url(self._base, "default", password)
+        gateway_password = secrets.token_urlsafe(16)
+        self.gateway_url = redis_url(self._base, acl.GATEWAY_USER, gateway_password)
+        self.acl_path.write_text(f"user default on >{password} ~* &* +@all\n"
+                                 + acl.user_line(acl.GATEWAY_USER, gateway_password, acl.GATEWAY_RULES) + "\n")
+        self._workers: dict[str, str] = {}
         self.process: subprocess.Popen[bytes] | None = None
 
+    def _certificate(self) -> None:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
+                        str(self.directory / "key.pem"), "-out", str(self.directory / "cert.pem")],
+                       check=True, capture_output=True)
+
     def start(self) -> None:
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            certificate = str(self.directory / "cert.pem")
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", certificate,
+                      "--tls-key-file", str(self.directory / "key.pem"), "--tls-ca-cert-file", certificate,
+                      "--tls-auth-clients", "no"]
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--maxclients", "20000"],
+            [self.binary, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--maxclients", "20000", "--aclfile", str(self.acl_path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
+
+    def worker_url(self, model: str) -> str:
+        """The URL a worker of ``model`` connects with: its own ACL user, created on first use."""
+        if model not in self._workers:
+            password = secrets.token_urlsafe(16)
+            client = redis.Redis.from_url(self.url)
+            command: Any = client.execute_command  # untyped in redis-py
+            command("ACL", "SETUSER", acl.worker_user(model), *acl.setuser_args(password, acl.worker_rules(model)))
+            command("ACL", "SAVE")
+            client.close()
+            self._workers[model] = password
+        return redis_url(self._base, acl.worker_user(model), self._workers[model])
 
     def stop(self) -> None:
         if self.process is not None:

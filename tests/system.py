@@ -22,7 +22,7 @@ from modelport.db.engine import create_engine, session_factory
 from modelport.db.migrate import upgrade
 from modelport.db.tables import UsageRecord, User
 from modelport.protocol import keys
-from tests.servers import Process, free_port, wait_healthy
+from tests.servers import Process, RedisServer, free_port, wait_healthy
 
 
 @contextlib.contextmanager
@@ -40,11 +40,14 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 
 class System:
-    def __init__(self, database_url: str, redis_url: str, logs: Path, **settings: str) -> None:
+    def __init__(self, database_url: str, redis_server: RedisServer, logs: Path, **settings: str) -> None:
         self.database_url = database_url
-        self.env = {"MODELPORT_DATABASE_URL": database_url, "MODELPORT_REDIS_URL": redis_url,
+        # Gateways, the admin app and the CLI connect as Redis's ``modelport`` user; each worker as its model's
+        # own user, and without the database URL (as deployed); the harness itself as ``default``.
+        self.env = {"MODELPORT_DATABASE_URL": database_url, "MODELPORT_REDIS_URL": redis_server.gateway_url,
                     "MODELPORT_LOG_LEVEL": "INFO", **settings}
-        self.redis_url = redis_url
+        self.redis_server = redis_server
+        self.redis_url = redis_server.url
         self.logs = logs
         self.processes: list[Process] = []
         upgrade(database_url)
@@ -82,7 +85,7 @@ class System:
         client = redis.Redis.from_url(self.redis_url)
         before = {model: set(client.zrange(keys.workers(model), 0, -1)) for model in models}
         started = [
-            Process(["modelport", "worker", model], {**self.env, **settings},
+            Process(["modelport", "worker", model], self.worker_env(model, **settings),
                     self.logs / f"worker-{model.replace('/', '_')}-{len(self.processes) + position}.log")
             for position, model in enumerate(models)
         ]
@@ -98,6 +101,11 @@ class System:
                 time.sleep(0.05)
         client.close()
         return started
+
+    def worker_env(self, model: str, **settings: str) -> dict[str, str]:
+        """A worker's environment as deployed: its model's own Redis user, and no database URL."""
+        env = {key: value for key, value in self.env.items() if key != "MODELPORT_DATABASE_URL"}
+        return {**env, "MODELPORT_REDIS_URL": self.redis_server.worker_url(model), **settings}
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -33,7 +33,8 @@ class Panel:
 
 def start_admin(system: System, logs: Path, **settings: str) -> str:
     port = free_port()
-    system.processes.append(Process(["modelport", "admin", "--port", str(port)], {**system.env, **settings},
+    env = {**system.env, "MODELPORT_ADMIN_HTTPS_ONLY_COOKIES": "false", **settings}
+    system.processes.append(Process(["modelport", "admin", "--port", str(port)], env,
                                     logs / f"admin-{port}.log"))
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
@@ -49,7 +50,7 @@ def start_admin(system: System, logs: Path, **settings: str) -> str:
 @pytest.fixture(scope="module")
 def panel(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[Panel]:
     for ldap in running(LdapServer(tmp_path_factory.mktemp("ldap"))):
-        system = System(f"sqlite:///{tmp_path_factory.mktemp('admin') / 'db.sqlite'}", redis_server.url, logs)
+        system = System(f"sqlite:///{tmp_path_factory.mktemp('admin') / 'db.sqlite'}", redis_server, logs)
         system.cli("user", "add", "root", "--admin", "--password-stdin", stdin=ADMIN_PASSWORD + "\n")
         system.cli("user", "add", "plain", "--password-stdin", stdin="plain-pass\n")
         system.cli("group", "add", "lab", "--permission", "read_api_token")

@@ -122,13 +122,14 @@ def test_parameters_reach_an_openai_compatible_upstream(live: Live) -> None:
     answer = client(live).chat.completions.create(
         model="oc-params", messages=[{"role": "user", "content": "hi"}], temperature=0.5, top_p=0.9, seed=7,
         stop=["END"], max_completion_tokens=50, n=1, tools=TOOLS, tool_choice="auto",
-        response_format={"type": "json_object"}, extra_body={"top_k": 5},
+        response_format={"type": "json_object"}, extra_body={"top_k": 5, "ignore_eos": True},
     )
     received = json.loads(answer.choices[0].message.content or "")
     assert received["temperature"] == 0.5 and received["top_p"] == 0.9 and received["seed"] == 7
     assert received["stop"] == ["END"] and received["max_completion_tokens"] == 50 and received["n"] == 1
     assert received["tools"] == TOOLS and received["tool_choice"] == "auto"
     assert received["response_format"] == {"type": "json_object"} and received["top_k"] == 5
+    assert "ignore_eos" not in received  # beyond OpenAI's parameters and not in the LLM's extra_params
 
 
 def test_usage_is_recorded_off_the_request_path(live: Live) -> None:
@@ -153,9 +154,9 @@ def test_cors_preflight_with_authorization_is_answered(live: Live) -> None:
 
 def test_upstream_key_comes_from_the_named_environment_variable(live: Live, upstream: str) -> None:
     live.system.cli("llm", "add", "oc-keyed", "--backend", "openai_compat", "--base-url", upstream,
-                    "--upstream-model", "params", "--api-key-env", "TEST_UPSTREAM_KEY")
+                    "--upstream-model", "params", "--api-key-env", "TEST_UPSTREAM_API_KEY")
     live.system.cli("group", "grant", "everything", "oc-keyed")
-    live.system.worker("oc-keyed", TEST_UPSTREAM_KEY="sk-upstream-secret")
+    live.system.worker("oc-keyed", TEST_UPSTREAM_API_KEY="sk-upstream-secret")
     answer = client(live).chat.completions.create(model="oc-keyed", messages=[{"role": "user", "content": "hi"}])
     assert json.loads(answer.choices[0].message.content or "")["authorization"] == "Bearer sk-upstream-secret"
 

@@ -29,7 +29,7 @@ def private_redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="module")
 def faults(private_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[System]:
-    system = System(f"sqlite:///{tmp_path_factory.mktemp('faults') / 'db.sqlite'}", private_redis.url, logs,
+    system = System(f"sqlite:///{tmp_path_factory.mktemp('faults') / 'db.sqlite'}", private_redis, logs,
                     **FAST_LEASE)
     system.cli("group", "add", "all")
     for name, config in (("slowstart", {"first_delay_ms": 2000, "concurrency": 1}),
@@ -218,7 +218,7 @@ def test_a_worker_waits_until_redis_holds_the_registrations_again(faults: System
     client = redis.Redis.from_url(faults.redis_url)
     client.delete(keys.REGISTRATIONS)
     log = faults.logs / "worker-waiting.log"
-    worker = Process(["modelport", "worker", "quick"], faults.env, log)
+    worker = Process(["modelport", "worker", "quick"], faults.worker_env("quick"), log)
     time.sleep(1.5)
     assert worker.alive() and "waiting for the registration of quick" in log.read_text()
     before = set(client.zrange(keys.workers("quick"), 0, -1))
@@ -233,6 +233,6 @@ def test_a_worker_waits_until_redis_holds_the_registrations_again(faults: System
 
 def test_a_worker_for_an_unregistered_llm_says_so_and_exits(faults: System) -> None:
     log = faults.logs / "worker-unregistered.log"
-    worker = Process(["modelport", "worker", "no-such-llm"], faults.env, log)
+    worker = Process(["modelport", "worker", "no-such-llm"], faults.worker_env("no-such-llm"), log)
     assert worker.handle.wait(timeout=20) == 1
     assert "no LLM named 'no-such-llm' is registered" in log.read_text()

@@ -30,7 +30,7 @@ class Limited:
 
 @pytest.fixture(scope="module")
 def limited(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[Limited]:
-    system = System(f"sqlite:///{tmp_path_factory.mktemp('limits') / 'db.sqlite'}", redis_server.url, logs)
+    system = System(f"sqlite:///{tmp_path_factory.mktemp('limits') / 'db.sqlite'}", redis_server, logs)
     system.cli("llm", "add", "quick", "--backend", "fake")
     system.cli("llm", "add", "slow", "--backend", "fake", "--delay-ms", "150", "--chunks", "12")
     system.cli("llm", "add", "single", "--backend", "fake", "--delay-ms", "40", "--chunks", "3", "--concurrency", "1")

@@ -37,7 +37,7 @@ class Local:
 
 @pytest.fixture(scope="module")
 def local(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[Local]:
-    system = System(f"sqlite:///{tmp_path_factory.mktemp('llama') / 'db.sqlite'}", redis_server.url, logs)
+    system = System(f"sqlite:///{tmp_path_factory.mktemp('llama') / 'db.sqlite'}", redis_server, logs)
     system.cli("llm", "add", "gemma", "--backend", "llamacpp", "--n-ctx", str(N_CTX), "--n-threads", "1")
     system.cli("llm", "add", "storyteller", "--backend", "llamacpp", "--config",
                json.dumps({"chat_template": STORY, "n_ctx": N_CTX}))

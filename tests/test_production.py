@@ -46,7 +46,7 @@ def own_redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="module")
 def site(own_redis: RedisServer, postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory,
          logs: Path) -> Iterator[Site]:
-    system = System(postgres_server.create_database("production"), own_redis.url, logs)
+    system = System(postgres_server.create_database("production"), own_redis, logs)
     system.cli("llm", "add", "steady", "--backend", "fake", "--reply", SLOW_REPLY, "--delay-ms", "400")
     system.cli("llm", "add", "quick", "--backend", "fake")
     token = system.user_with_token("steady", user="operator")

@@ -13,6 +13,8 @@ from ldap3.utils.dn import escape_rdn
 
 from modelport.admin.settings import AdminSettings
 
+NO_SUCH_OBJECT = 32  # LDAP result code: the DN names no entry
+
 
 class DirectoryUnreachable(Exception):
     """The LDAP server did not answer; local accounts still work."""
@@ -61,14 +63,22 @@ def _first(entry: Entry | None, attribute: str) -> str | None:
     return str(entry[attribute].values[0])
 
 
-def still_listed(settings: AdminSettings, username: str) -> bool:
-    """Whether the directory still has an entry for the user (an anonymous base search of their DN)."""
+def dropped_from_directory(settings: AdminSettings, username: str) -> bool:
+    """True only when the directory definitely has no entry for the user: a base search of their DN, bound
+    with the service account (MODELPORT_LDAP_BIND_DN), answered "no such object". Without a service
+    account, or on any other answer (an entry hidden from us, a refusal, an error), the answer is False:
+    a wrong password must never be able to deactivate anyone."""
+    if not settings.ldap_bind_dn or settings.ldap_bind_password is None:
+        return False
     dn = settings.ldap_user_dn_template.format(username=escape_rdn(username))
     server = ldap3.Server(settings.ldap_url, connect_timeout=settings.ldap_timeout_s)
     try:
-        connection = ldap3.Connection(server, auto_bind=True, receive_timeout=max(1, round(settings.ldap_timeout_s)))
-        found = connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE)
+        connection = ldap3.Connection(server, user=settings.ldap_bind_dn,
+                                      password=settings.ldap_bind_password.get_secret_value(), auto_bind=True,
+                                      receive_timeout=max(1, round(settings.ldap_timeout_s)))
+        connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=[])
+        result = int(connection.result.get("result", -1))
         connection.unbind()
     except LDAPException as exc:
         raise DirectoryUnreachable(str(exc)) from exc
-    return bool(found)
+    return result == NO_SUCH_OBJECT

@@ -56,7 +56,7 @@ class ProfileView(CustomView):
             token = await session.get(ApiToken, request.path_params["token_id"])
             if token is None or token.user_id != request.state.user.id:
                 return await self._page(request, None, status_code=404)
-            await directory.revoke_token(session, request.state.user.name, token.prefix)
+            await directory.revoke_token(session, request.state.user.name, token.prefix, exact=True)
         await services.announce("token.revoke")
         return RedirectResponse(self._url(request), status_code=303)
 

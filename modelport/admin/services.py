@@ -3,6 +3,7 @@ and login throttling."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from redis.asyncio import Redis
@@ -44,19 +45,24 @@ class AdminServices:
         except QUEUE_ERRORS:
             log.warning("could not announce %s to the gateways; their cache TTL bounds the delay", action)
 
-    async def login_refused(self, username: str, client: str) -> bool:
-        """True when the user name used up its failed attempts in the window, or the client address four
-        times as many (one address may serve several people)."""
+    async def login_attempt(self, username: str, client: str) -> bool:
+        """Count a login attempt against the user name (case-folded) and the client address, atomically, and
+        say whether it may go ahead: at most ``admin_login_attempts`` per name in the window, four times as
+        many per address (one address may serve several people). Parallel guesses are counted each."""
         allowed = self.settings.admin_login_attempts
-        for subject, limit in ((f"user:{username}", allowed), (f"ip:{client}", 4 * allowed)):
-            count = await self._redis.get(keys.login_failures(subject))
-            if count is not None and int(count) >= limit:
-                return True
-        return False
-
-    async def login_failed(self, username: str, client: str) -> None:
+        subjects = ((_name_subject(username), allowed), (f"ip:{client}", 4 * allowed))
         async with self._redis.pipeline(transaction=False) as pipe:
-            for subject in (f"user:{username}", f"ip:{client}"):
+            for subject, _limit in subjects:
                 pipe.incr(keys.login_failures(subject))
-                pipe.expire(keys.login_failures(subject), self.settings.admin_login_window_s)
-            await pipe.execute()
+                pipe.expire(keys.login_failures(subject), self.settings.admin_login_window_s, nx=True)
+            replies = await pipe.execute()
+        return all(int(count) <= limit for count, (_subject, limit) in zip(replies[::2], subjects, strict=True))
+
+    async def login_succeeded(self, username: str) -> None:
+        """The name's own count starts over (the address's does not: it still bounds guessing across names)."""
+        await self._redis.delete(keys.login_failures(_name_subject(username)))
+
+
+def _name_subject(username: str) -> str:
+    """A bounded key part for any user name, the same for ``Alice`` and ``alice``."""
+    return "user:" + hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]

@@ -13,7 +13,8 @@ class AdminSettings(CommonSettings):
     # Signs session cookies; set it, or sessions end whenever the admin app restarts.
     admin_secret_key: SecretStr | None = None
     admin_session_max_age_s: int = Field(default=8 * 3600, ge=60)
-    admin_https_only_cookies: bool = False
+    # Session cookies are Secure (sent over HTTPS only); `modelport up`, on plain HTTP at 127.0.0.1, turns it off.
+    admin_https_only_cookies: bool = True
     # Failed logins allowed per user name and per client address within the window, then refused.
     admin_login_attempts: int = Field(default=5, ge=1)
     admin_login_window_s: int = Field(default=900, ge=1)
@@ -27,3 +28,6 @@ class AdminSettings(CommonSettings):
     ldap_group_filter: str = "(member={user_dn})"
     ldap_group_map: dict[str, str] = Field(default_factory=dict)
     ldap_timeout_s: float = Field(default=5.0, gt=0)
+    # A service account that may read user entries: only its "no such entry" deactivates a local LDAP user.
+    ldap_bind_dn: str = ""
+    ldap_bind_password: SecretStr | None = None

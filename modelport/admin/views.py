@@ -24,6 +24,7 @@ from starlette_admin.actions import ActionSelection, action
 from starlette_admin.contrib.sqla import ModelView
 from starlette_admin.exceptions import FormValidationError
 
+from modelport.db import directory
 from modelport.db.directory import PASSWORDS
 from modelport.db.tables import (
     LLM,
@@ -35,26 +36,30 @@ from modelport.db.tables import (
     RateLimit,
     UsageRecord,
     User,
-    utcnow,
 )
 from modelport.protocol.errors import InvalidRequest
 from modelport.workers.backends.registry import CONFIGS, validate_config
 
 
 class AdminView(ModelView):
-    """Reachable only by administrators (checked on every request, by URL as well as by menu)."""
+    """Reachable only by administrators (checked on every request, by URL as well as by menu). Changes are
+    audited and announced once they are committed (before, gateways would reload and cache the old state).
+    Rows are never imported from files: every change goes through a form, its checks and its audit entry."""
 
     def is_accessible(self, request: Request) -> bool:
         user: User | None = getattr(request.state, "user", None)
         return user is not None and user.is_admin
 
-    async def after_create(self, request: Request, obj: Any) -> None:
+    def can_import(self, request: Request) -> bool:
+        return False
+
+    async def after_create_committed(self, request: Request, obj: Any) -> None:
         await self._changed(request, "create", obj)
 
-    async def after_edit(self, request: Request, obj: Any) -> None:
+    async def after_edit_committed(self, request: Request, obj: Any) -> None:
         await self._changed(request, "edit", obj)
 
-    async def after_delete(self, request: Request, obj: Any) -> None:
+    async def after_delete_committed(self, request: Request, obj: Any) -> None:
         await self._changed(request, "delete", obj)
 
     async def _changed(self, request: Request, verb: str, obj: Any) -> None:
@@ -100,26 +105,48 @@ class ReadOnlyView(AdminView):
         return False
 
 
+class NewPasswordField(PasswordField):
+    """Always shown empty: a stored hash never reaches a page (and so is never posted back as a password)."""
+
+    async def serialize_value(self, request: Request, value: Any) -> Any:
+        return ""
+
+
 class UserView(NamedView):
     fields = [StringField("name", required=True), StringField("display_name"), StringField("email"),
-              PasswordField("password_hash", label="Password (local accounts)"),
+              NewPasswordField("password_hash", label="New password (local accounts; empty keeps the current one)"),
               EnumField("source", choices=(("local", "local"), ("ldap", "ldap"))), BooleanField("is_admin"),
               BooleanField("active"), DateTimeField("deleted_at", label="Deleted (soft)")]
     exclude_fields_from_list = ["password_hash"]
     exclude_fields_from_detail = ["password_hash"]
     searchable_fields = ["name", "display_name", "email"]
+    actions = ["sign_out"]
 
     async def before_create(self, request: Request, data: dict[str, Any], obj: User) -> None:
         obj.password_hash = PASSWORDS.hash(data["password_hash"]) if data.get("password_hash") else None
 
     async def before_edit(self, request: Request, data: dict[str, Any], obj: User) -> None:
-        """A new password is hashed; an empty field keeps the stored hash."""
+        """A new password is hashed and ends the user's admin sessions; an empty field keeps the stored hash."""
         if data.get("password_hash"):
             obj.password_hash = PASSWORDS.hash(data["password_hash"])
+            obj.session_version += 1
             return
         async with request.state.services.sessions() as session:
             stored = await session.get(User, obj.id)
         obj.password_hash = stored.password_hash if stored is not None else None
+
+    @action(name="sign_out", text="Sign out everywhere", confirmation="End every admin session of these users?",
+            submit_btn_text="Sign out")
+    async def sign_out(self, request: Request, selection: ActionSelection) -> str:
+        users: Sequence[User] = await selection.rows()
+        session = request.state.session
+        for user in users:
+            user.session_version += 1
+            session.add(user)
+        await session.commit()
+        for user in users:
+            await request.state.services.changed(request, "user.sign_out", user.name)
+        return f"Signed out {len(users)} user(s)."
 
 
 class GroupView(NamedView):
@@ -154,7 +181,7 @@ class LLMView(NamedView):
         try:
             config = data.get("config") or {}
             data["config"] = validate_config(str(data.get("backend")), json.loads(config) if isinstance(
-                config, str) else config)
+                config, str) else config, request.state.services.settings.upstream_policy())
         except (InvalidRequest, json.JSONDecodeError) as exc:
             raise FormValidationError({"config": getattr(exc, "message", str(exc))}) from None
 
@@ -174,14 +201,12 @@ class TokenView(AdminView):
     @action(name="revoke", text="Revoke", confirmation="Revoke the selected tokens? Gateways refuse them at once.",
             submit_btn_text="Revoke")
     async def revoke(self, request: Request, selection: ActionSelection) -> str:
+        services = request.state.services
         tokens: Sequence[ApiToken] = await selection.rows()
-        session = request.state.session
-        for token in tokens:
-            token.revoked_at = token.revoked_at or utcnow()
-            session.add(token)
-        await session.commit()
-        for token in tokens:
-            await request.state.services.changed(request, "token.revoke", token.prefix)
+        async with services.sessions() as session:
+            for token in tokens:
+                await directory.revoke_token(session, request.session.get("user", "?"), token.prefix, exact=True)
+        await services.announce("token.revoke")
         return f"Revoked {len(tokens)} token(s)."
 
 

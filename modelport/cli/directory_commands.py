@@ -63,19 +63,19 @@ async def group_grant(settings: CommonSettings, args: argparse.Namespace) -> Non
     print(f"group {args.group} may use {args.llm}")
 
 
-def llm_config(args: argparse.Namespace) -> dict[str, Any]:
+def llm_config(settings: CommonSettings, args: argparse.Namespace) -> dict[str, Any]:
     """The backend config from the command's flags (and ``--config`` JSON), validated for the backend."""
     config: dict[str, Any] = json.loads(args.config) if args.config else {}
     flags = {"base_url": args.base_url, "upstream_model": args.upstream_model, "api_key_env": args.api_key_env,
              "reply": args.reply, "delay_ms": args.delay_ms, "chunks": args.chunks,
              "concurrency": args.concurrency, "model_path": args.model_path, "n_ctx": args.n_ctx,
-             "n_threads": args.n_threads, "n_gpu_layers": args.n_gpu_layers}
+             "n_threads": args.n_threads, "n_gpu_layers": args.n_gpu_layers, "extra_params": args.extra_param}
     config.update({key: value for key, value in flags.items() if value is not None})
-    return validate_config(args.backend, config)
+    return validate_config(args.backend, config, settings.upstream_policy())
 
 
 async def llm_add(settings: CommonSettings, args: argparse.Namespace) -> None:
-    config = llm_config(args)
+    config = llm_config(settings, args)
     await in_session(settings, lambda s: directory.add_llm(s, ACTOR, args.name, args.backend, config,
                                                            max_queue=args.max_queue))
     print(f"llm {args.name} registered ({args.backend})")
@@ -134,7 +134,10 @@ def add_directory_parsers(commands: Any) -> None:
     ladd.add_argument("--config", help="backend config as a JSON object")
     ladd.add_argument("--base-url")
     ladd.add_argument("--upstream-model")
-    ladd.add_argument("--api-key-env", help="name of the worker's environment variable holding the key")
+    ladd.add_argument("--api-key-env", help="name of the worker's environment variable holding the key "
+                      "(one MODELPORT_UPSTREAM_KEY_ENVS allows)")
+    ladd.add_argument("--extra-param", action="append", help="openai_compat backend: a request field beyond "
+                      "OpenAI's that clients may pass to the upstream (repeatable)")
     ladd.add_argument("--model-path", help="llamacpp backend: a GGUF file (default: the bundled Gemma 3 270M)")
     ladd.add_argument("--n-ctx", type=int, help="llamacpp backend: context window in tokens")
     ladd.add_argument("--n-threads", type=int, help="llamacpp backend: CPU threads")

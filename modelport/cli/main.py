@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from modelport.cli.directory_commands import add_directory_parsers
+from modelport.cli.redis_acl import add_redis_parsers
 from modelport.cli.up import run_up
 from modelport.db.migrate import upgrade
 from modelport.gateway.settings import GatewaySettings
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(run=None, sync=db_upgrade)
     add_directory_parsers(commands)
+    add_redis_parsers(commands)
     gateway = commands.add_parser("gateway", help="serve the OpenAI-compatible API")
     gateway.add_argument("--host")
     gateway.add_argument("--port", type=int)

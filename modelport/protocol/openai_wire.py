@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelport.protocol.errors import InvalidRequest
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+# Bounds on what a client may send (OpenAI's own where it publishes one), so that no request costs a
+# gateway or a worker more than its size says: parsing, estimating and stop matching stay linear and small.
+MAX_MESSAGES = 2048  # OpenAI refuses more with a 400 naming `messages`
+MAX_CONTENT_PARTS = 512
+MAX_TOOLS = 128  # OpenAI's limit on function definitions
+MAX_TOOL_CALLS = 128
+MAX_STOP_LENGTH = 256
+MAX_COMPLETION_TOKENS = 1_000_000
+MAX_LOGIT_BIAS = 1024
+MAX_EXTRA_FIELDS = 32
+ShortText = Annotated[str, Field(max_length=256)]
 
 
 class WireModel(BaseModel):
@@ -17,10 +29,10 @@ class WireModel(BaseModel):
 
 class Message(WireModel):
     role: Role
-    content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = None
+    content: str | Annotated[list[dict[str, Any]], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+    name: ShortText | None = None
+    tool_calls: Annotated[list[dict[str, Any]], Field(max_length=MAX_TOOL_CALLS)] | None = None
+    tool_call_id: ShortText | None = None
 
     @field_validator("content")
     @classmethod
@@ -47,7 +59,7 @@ class Tool(WireModel):
 
 
 class NamedFunction(WireModel):
-    name: str
+    name: ShortText
 
 
 class NamedToolChoice(WireModel):
@@ -62,31 +74,39 @@ class ResponseFormat(WireModel):
 
 Probability = Annotated[float, Field(ge=0, le=1)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
-PositiveInt = Annotated[int, Field(ge=1)]
+TokenCount = Annotated[int, Field(ge=1, le=MAX_COMPLETION_TOKENS)]
+StopSequence = Annotated[str, Field(max_length=MAX_STOP_LENGTH)]
 
 
 class ChatCompletionRequest(WireModel):
     model: Annotated[str, Field(min_length=1, max_length=256)]
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Probability | None = None
     n: Annotated[int, Field(ge=1, le=128)] | None = None
-    max_tokens: PositiveInt | None = None
-    max_completion_tokens: PositiveInt | None = None
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = None
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
+    stop: StopSequence | Annotated[list[StopSequence], Field(max_length=4)] | None = None
+    seed: Annotated[int, Field(ge=-(2**63), lt=2**63)] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    logit_bias: Annotated[dict[str, Annotated[float, Field(ge=-100, le=100)]],
+                          Field(max_length=MAX_LOGIT_BIAS)] | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
-    tools: list[Tool] | None = None
+    tools: Annotated[list[Tool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
-    user: str | None = None
+    user: ShortText | None = None
+
+    @model_validator(mode="after")
+    def few_extra_fields(self) -> ChatCompletionRequest:
+        if len(self.model_extra or {}) > MAX_EXTRA_FIELDS:
+            raise ValueError(f"at most {MAX_EXTRA_FIELDS} parameters beyond OpenAI's may be sent")
+        return self
 
     @property
     def include_usage(self) -> bool:

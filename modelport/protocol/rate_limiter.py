@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.errors import RateLimited
+from modelport.protocol.errors import RateLimited, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,15 @@ class RateLimiter:
     async def admit(self, subjects: list[LimitSubject], estimate: int) -> Admission:
         admission = Admission(request_id=uuid.uuid4().hex, estimate=estimate)
         for subject in subjects:
-            reply = await self._admit(keys=keys.limit_keys(subject.name), args=[
-                subject.requests_per_minute, subject.tokens_per_minute, subject.tokens_per_day,
-                subject.concurrent_requests, estimate, admission.request_id, self._lease_ms])
+            try:
+                reply = await self._admit(keys=keys.limit_keys(subject.name), args=[
+                    subject.requests_per_minute, subject.tokens_per_minute, subject.tokens_per_day,
+                    subject.concurrent_requests, estimate, admission.request_id, self._lease_ms])
+            except QUEUE_ERRORS:
+                log.exception("could not check the limits of %s", subject.name)
+                await self.settle(admission, 0, release=True)
+                raise Unavailable("The rate limiter is unreachable; try again shortly.",
+                                  code="queue_unavailable") from None
             verdict, retry_ms, requests, tokens, reset_ms = reply
             if verdict != b"ok":
                 await self.settle(admission, 0, release=True)

@@ -149,7 +149,8 @@ return 1
 
 # KEYS: one subject's request window, token window, day counter, running set (see keys.limit_keys).
 # ARGV: requests/min, tokens/min, tokens/day, concurrent (0 = unlimited), token estimate, request id,
-# lease ms. Returns {verdict, retry ms, requests in window, tokens in window, window reset ms}; verdict
+# lease ms. Counts are written with '%d' (Lua would write 1e+14 for large numbers, unreadable later).
+# Returns {verdict, retry ms, requests in window, tokens in window, window reset ms}; verdict
 # 'ok' means the request is counted and its tokens reserved.
 ADMIT = """
 local t = redis.call('TIME')
@@ -191,9 +192,9 @@ if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then
 end
 redis.call('ZADD', KEYS[1], now, id)
 redis.call('PEXPIRE', KEYS[1], 61000)
-redis.call('ZADD', KEYS[2], now, id .. ':' .. estimate)
+redis.call('ZADD', KEYS[2], now, id .. ':' .. ARGV[5])
 redis.call('PEXPIRE', KEYS[2], 61000)
-redis.call('SET', KEYS[3], today .. ':' .. (day_used + estimate), 'PX', 172800000)
+redis.call('SET', KEYS[3], today .. ':' .. string.format('%d', day_used + estimate), 'PX', 172800000)
 redis.call('ZADD', KEYS[4], now + lease, id)
 redis.call('PEXPIRE', KEYS[4], lease)
 return {'ok', 0, requests + 1, tokens + estimate, reset(KEYS[1])}
@@ -213,7 +214,7 @@ local stored = redis.call('GET', KEYS[3])
 if stored then
   local day, used = string.match(stored, '^(%d+):(%d+)$')
   local corrected = math.max(0, tonumber(used) - tonumber(ARGV[2]) + tonumber(ARGV[3]))
-  redis.call('SET', KEYS[3], day .. ':' .. corrected, 'KEEPTTL')
+  redis.call('SET', KEYS[3], day .. ':' .. string.format('%d', corrected), 'KEEPTTL')
 end
 redis.call('ZREM', KEYS[4], ARGV[1])
 return 1

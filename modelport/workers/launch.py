@@ -16,6 +16,7 @@ from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.registrations import NotRegistered, Registration
 from modelport.protocol.worker_broker import WorkerBroker
 from modelport.workers.backends.registry import build_backend
+from modelport.workers.backends.upstream_policy import UpstreamPolicy
 from modelport.workers.metrics import WorkerMetrics
 from modelport.workers.runtime import Worker
 from modelport.workers.settings import WorkerSettings
@@ -39,11 +40,12 @@ async def run_worker(settings: WorkerSettings, llm_name: str) -> None:
     metrics = WorkerMetrics(llm_name)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
-    worker = Worker(broker, build_backend(registration.backend, registration.config),
+    policy = settings.upstream_policy()
+    worker = Worker(broker, build_backend(registration.backend, registration.config, policy),
                     heartbeat_s=settings.heartbeat_s, drain_s=settings.drain_s, metrics=metrics)
     announced = asyncio.Event()
     broker.on_announcement = announced.set
-    following = asyncio.create_task(follow_registration(worker, registration, announced))
+    following = asyncio.create_task(follow_registration(worker, registration, announced, policy))
     try:
         await worker.run(stop)
     finally:
@@ -70,7 +72,8 @@ async def wait_for_registration(broker: WorkerBroker, stop: asyncio.Event) -> Re
     return None
 
 
-async def follow_registration(worker: Worker, current: Registration, announced: asyncio.Event) -> None:
+async def follow_registration(worker: Worker, current: Registration, announced: asyncio.Event,
+                              policy: UpstreamPolicy) -> None:
     """After each announced change, switch to a new backend if the LLM's backend or config changed."""
     while True:
         await announced.wait()
@@ -85,7 +88,7 @@ async def follow_registration(worker: Worker, current: Registration, announced: 
         if latest is None or (latest.backend, latest.config) == (current.backend, current.config):
             continue
         try:
-            await worker.replace_backend(build_backend(latest.backend, latest.config))
+            await worker.replace_backend(build_backend(latest.backend, latest.config, policy))
         except Exception:  # a config the backend cannot start with must not stop the worker
             log.exception("could not switch %s to its new config; serving on with the old one", current.name)
             continue

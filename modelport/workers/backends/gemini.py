@@ -3,6 +3,7 @@ proxy), API key from the environment variable the LLM's config names."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ from modelport.workers.backends.gemini_config import GeminiConfig
 from modelport.workers.backends.gemini_messages import contents_and_config
 from modelport.workers.backends.openai_compat import upstream_error
 
+log = logging.getLogger(__name__)
 FILTERED = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "RECITATION", "IMAGE_SAFETY"}
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 
@@ -80,4 +82,5 @@ def gemini_error(exc: errors.APIError) -> ModelPortError:
         return upstream_error(401, message)
     if exc.code:
         return upstream_error(exc.code, message)
-    return UpstreamError(f"Gemini failed: {message}")
+    log.warning("Gemini failed: %.500s", message)
+    return UpstreamError("The Gemini upstream failed.")

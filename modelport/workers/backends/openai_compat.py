@@ -7,6 +7,7 @@ request is one POST of the client's own parameters and the SSE lines are parsed 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,13 @@ from modelport.protocol.errors import (
     RateLimited,
     UpstreamError,
 )
+from modelport.protocol.openai_wire import ChatCompletionRequest
+
+log = logging.getLogger(__name__)
+
+# The OpenAI parameters an OpenAI-compatible upstream takes as they are; anything else a client sends is
+# dropped unless the LLM's config lists it in ``extra_params`` (vLLM's ``top_k``, say).
+OPENAI_PARAMS = frozenset(ChatCompletionRequest.model_fields) - {"model", "stream", "stream_options"}
 
 
 class OpenAICompatConfig(BaseModel):
@@ -33,6 +41,8 @@ class OpenAICompatConfig(BaseModel):
     timeout_s: float = Field(default=600.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     concurrency: int = Field(default=256, ge=1)
+    # Request fields beyond OpenAI's that clients may pass on to this upstream (an operator's choice).
+    extra_params: list[str] = Field(default_factory=list, max_length=64)
 
 
 class OpenAICompatBackend:
@@ -42,6 +52,7 @@ class OpenAICompatBackend:
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         self._session: aiohttp.ClientSession | None = None
+        self._forwarded = OPENAI_PARAMS | set(config.extra_params)
 
     async def start(self) -> None:
         if self.config.api_key_env:
@@ -60,7 +71,8 @@ class OpenAICompatBackend:
 
     async def stream(self, params: dict[str, Any]) -> AsyncIterator[Delta | Usage]:
         assert self._session is not None, "start() first"
-        body = orjson.dumps({**params, "model": self.config.upstream_model, "stream": True,
+        forwarded = {name: value for name, value in params.items() if name in self._forwarded}
+        body = orjson.dumps({**forwarded, "model": self.config.upstream_model, "stream": True,
                              "stream_options": {"include_usage": True}})
         try:
             async with self._session.post(self._url, data=body, headers=self._headers) as response:
@@ -73,7 +85,8 @@ class OpenAICompatBackend:
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise DeadlineExceeded("The upstream model did not answer in time.", code="upstream_timeout") from None
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"Could not reach the upstream model: {exc}", code="upstream_unreachable") from None
+            log.warning("could not reach the upstream at %s: %s", self._url, exc)
+            raise UpstreamError("Could not reach the upstream model.", code="upstream_unreachable") from None
 
 
 def _parse_line(line: bytes) -> Delta | Usage | None:
@@ -84,7 +97,8 @@ def _parse_line(line: bytes) -> Delta | Usage | None:
         return None
     chunk = orjson.loads(payload)
     if "error" in chunk:
-        raise UpstreamError(f"The upstream model failed mid-stream: {chunk['error']}")
+        log.warning("the upstream failed mid-stream: %.500s", chunk["error"])
+        raise UpstreamError("The upstream model failed mid-stream.")
     choices = [_choice(choice) for choice in chunk.get("choices") or []]
     if choices:
         return Delta(choices=choices)
@@ -119,15 +133,18 @@ def _message(body: bytes) -> str:
 
 
 def upstream_error(status: int, message: str) -> ModelPortError:
-    """Map an upstream HTTP status to the error the client should see."""
+    """Map an upstream HTTP status to the error the client should see. The upstream's own text (which may
+    name internal hosts or echo part of a key) goes to the worker's log, never to the client."""
+    log.warning("the upstream answered HTTP %d: %.500s", status, message)
     if status == 429:
-        return RateLimited(f"The upstream model is rate limited: {message}", code="upstream_rate_limited",
-                           retry_after=5)
+        return RateLimited("The upstream model is rate limited (HTTP 429); retry shortly.",
+                           code="upstream_rate_limited", retry_after=5)
     if status in (401, 403):
-        return UpstreamError(f"The upstream refused the worker's credentials: {message}",
+        return UpstreamError(f"The upstream refused the worker's credentials (HTTP {status}).",
                              code="upstream_authentication_failed")
     if status in (400, 404, 413, 422):
         if "context" in message.lower() and "length" in message.lower():
-            return ContextLengthExceeded(message)
-        return InvalidRequest(f"The upstream model rejected the request: {message}", code="upstream_invalid_request")
-    return UpstreamError(f"The upstream model failed (HTTP {status}): {message}")
+            return ContextLengthExceeded(f"The messages exceed the model's context length (upstream HTTP {status}).")
+        return InvalidRequest(f"The upstream model rejected the request (HTTP {status}).",
+                              code="upstream_invalid_request")
+    return UpstreamError(f"The upstream model failed (HTTP {status}).")
