@@ -1,5 +1,5 @@
-"""A real LDAP server for the tests: Debian's slapd on a free loopback port, with a generated config and a
-few users and groups."""
+"""A real LDAP server for the tests: Debian's slapd on a free loopback port, with a generated config, a few
+users and groups, a read-only service account, and entries hidden from anonymous searches."""
 
 from __future__ import annotations
 
@@ -13,11 +13,19 @@ from tests.servers import free_port, wait_for_port
 SUFFIX = "dc=example,dc=org"
 ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PASSWORD = "root-secret"
+READER_DN = f"cn=reader,{SUFFIX}"
+READER_PASSWORD = "reader-pass"
 ENTRIES = f"""dn: {SUFFIX}
 objectClass: dcObject
 objectClass: organization
 dc: example
 o: Example
+
+dn: {READER_DN}
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: reader
+userPassword: {READER_PASSWORD}
 
 dn: ou=people,{SUFFIX}
 objectClass: organizationalUnit
@@ -73,6 +81,14 @@ suffix "{SUFFIX}"
 rootdn "{ROOT_DN}"
 rootpw {ROOT_PASSWORD}
 directory {self.directory}/data
+# Hardened as Active Directory is by default: anonymous clients may bind and see nothing else.
+access to attrs=userPassword
+    by self write
+    by anonymous auth
+    by * none
+access to *
+    by users read
+    by * none
 """)
         self.process = subprocess.Popen([self.binary, "-f", str(self.directory / "slapd.conf"), "-h", self.url,
                                          "-d", "0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
+import httpx
 import redis
 from sqlalchemy import ColumnElement
 from sqlmodel import col, select
@@ -75,6 +76,22 @@ class System:
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base)
         return base
+
+    def admin(self, **settings: str) -> str:
+        """Start an admin app (session cookies not Secure: the tests speak plain HTTP); returns its base URL."""
+        port = free_port()
+        env = {**self.env, "MODELPORT_ADMIN_HTTPS_ONLY_COOKIES": "false", **settings}
+        self.processes.append(Process(["modelport", "admin", "--port", str(port)], env,
+                                      self.logs / f"admin-{port}.log"))
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{base}/admin/login", timeout=1)
+                return base
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError("the admin app did not start")
 
     def worker(self, model: str, **settings: str) -> Process:
         [process] = self.workers(model, **settings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import text
 
-from tests.ldap_server import ROOT_DN, ROOT_PASSWORD, SUFFIX, LdapServer
-from tests.servers import Process, RedisServer, free_port, running, wait_healthy
+from modelport.protocol import keys
+from tests.ldap_server import READER_DN, READER_PASSWORD, ROOT_DN, ROOT_PASSWORD, SUFFIX, LdapServer
+from tests.servers import Process, RedisServer, free_port, running, wait_for_port, wait_healthy
 from tests.system import System
 
 ADMIN_PASSWORD = "correct horse battery"
@@ -31,22 +34,6 @@ class Panel:
     ldap: LdapServer
 
 
-def start_admin(system: System, logs: Path, **settings: str) -> str:
-    port = free_port()
-    env = {**system.env, "MODELPORT_ADMIN_HTTPS_ONLY_COOKIES": "false", **settings}
-    system.processes.append(Process(["modelport", "admin", "--port", str(port)], env,
-                                    logs / f"admin-{port}.log"))
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{base}/admin/login", timeout=1)
-            return base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError("the admin app did not start")
-
-
 @pytest.fixture(scope="module")
 def panel(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[Panel]:
     for ldap in running(LdapServer(tmp_path_factory.mktemp("ldap"))):
@@ -57,10 +44,11 @@ def panel(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, l
         system.cli("llm", "add", "quick", "--backend", "fake")
         system.cli("llm", "add", "other", "--backend", "fake")
         system.cli("group", "grant", "lab", "quick")
-        base = start_admin(system, logs, MODELPORT_LDAP_URL=ldap.url,
+        base = system.admin(MODELPORT_LDAP_URL=ldap.url,
                            MODELPORT_LDAP_USER_DN_TEMPLATE=f"uid={{username}},ou=people,{SUFFIX}",
                            MODELPORT_LDAP_GROUP_BASE=f"ou=groups,{SUFFIX}",
-                           MODELPORT_LDAP_GROUP_MAP='{"researchers": "lab"}', MODELPORT_ADMIN_LOGIN_ATTEMPTS="3")
+                           MODELPORT_LDAP_GROUP_MAP='{"researchers": "lab"}', MODELPORT_ADMIN_LOGIN_ATTEMPTS="3",
+                           MODELPORT_LDAP_BIND_DN=READER_DN, MODELPORT_LDAP_BIND_PASSWORD=READER_PASSWORD)
         gateway = system.gateway()
         system.workers("quick")
         wait_healthy(gateway)
@@ -68,8 +56,9 @@ def panel(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, l
         system.stop()
 
 
-def logged_in(base: str, user: str, password: str) -> tuple[httpx.Client, httpx.Response]:
-    client = httpx.Client(base_url=base, timeout=10)
+def logged_in(base: str, user: str, password: str, source: str = "127.0.0.1") -> tuple[httpx.Client, httpx.Response]:
+    """A client that logged in (or tried to), connecting from ``source`` (any 127.x.y.z address)."""
+    client = httpx.Client(base_url=base, timeout=10, transport=httpx.HTTPTransport(local_address=source))
     client.get("/admin/login")
     answer = client.post("/admin/login", data={"username": user, "password": password,
                                                 "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")})
@@ -122,17 +111,58 @@ def test_ldap_login_creates_the_user_with_mapped_groups(panel: Panel) -> None:
     assert client.get("/admin/user/list").status_code in (403, 404), "LDAP users are not administrators"
 
 
-def test_users_removed_from_the_directory_are_deactivated_locally(panel: Panel) -> None:
+def test_users_removed_from_the_directory_are_deactivated_locally_and_back_when_restored(panel: Panel) -> None:
     assert logged_in(panel.base, "bob", "bob-pass")[1].status_code == 303
-    subprocess.run(["ldapdelete", "-x", "-H", panel.ldap.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD,
-                    f"uid=bob,ou=people,{SUFFIX}"], check=True, capture_output=True)
+    token = panel.system.cli("token", "create", "bob").strip().splitlines()[-1]
+    assert httpx.get(f"{panel.gateway}/v1/models", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    ldap = ["-x", "-H", panel.ldap.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD]
+    subprocess.run(["ldapdelete", *ldap, f"uid=bob,ou=people,{SUFFIX}"], check=True, capture_output=True)
     assert logged_in(panel.base, "bob", "bob-pass")[1].status_code == 400
     assert query(panel.system, "SELECT active FROM user WHERE name = 'bob'") == [(0,)]
     assert ("ldap", "user.deactivate") in query(panel.system, "SELECT actor, action FROM auditentry")
+    refused = httpx.get(f"{panel.gateway}/v1/models", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 401, "the deactivation is announced: no gateway waits for its cache TTL"
+    entry = panel.ldap.directory / "bob.ldif"
+    entry.write_text(f"dn: uid=bob,ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: bob\ncn: Bob\nsn: Builder\n"
+                     "userPassword: bob-pass\n")
+    subprocess.run(["ldapadd", *ldap, "-f", str(entry)], check=True, capture_output=True)
+    assert logged_in(panel.base, "bob", "bob-pass")[1].status_code == 303
+    assert query(panel.system, "SELECT active FROM user WHERE name = 'bob'") == [(1,)]
+
+
+def test_a_wrong_password_never_deactivates_anyone(panel: Panel) -> None:
+    """The directory hides entries from anonymous searches (as Active Directory does): a failed bind
+    followed by an anonymous search that sees nothing used to deactivate the user for good."""
+    assert logged_in(panel.base, "alice", "alice-pass")[1].status_code == 303
+    assert logged_in(panel.base, "alice", "not-her-password")[1].status_code == 400
+    assert query(panel.system, "SELECT active FROM user WHERE name = 'alice'") == [(1,)]
+    assert logged_in(panel.base, "alice", "alice-pass")[1].status_code == 303
+    without_service_account = panel.system.admin(MODELPORT_LDAP_URL=panel.ldap.url,
+                                          MODELPORT_LDAP_USER_DN_TEMPLATE=f"uid={{username}},ou=people,{SUFFIX}")
+    subprocess.run(["ldapdelete", "-x", "-H", panel.ldap.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD,
+                    f"uid=alice,ou=people,{SUFFIX}"], check=True, capture_output=True)
+    try:
+        assert logged_in(without_service_account, "alice", "alice-pass")[1].status_code == 400
+        assert query(panel.system, "SELECT active FROM user WHERE name = 'alice'") == [(1,)], \
+            "without a service account there is no definite answer, so nobody is deactivated"
+    finally:
+        restored = panel.ldap.directory / "alice.ldif"
+        restored.write_text(f"dn: uid=alice,ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: alice\n"
+                            "cn: Alice Liddell\nsn: Liddell\nmail: alice@example.org\nuserPassword: alice-pass\n")
+        subprocess.run(["ldapadd", "-x", "-H", panel.ldap.url, "-D", ROOT_DN, "-w", ROOT_PASSWORD, "-f",
+                        str(restored)], check=True, capture_output=True)
+        forget_failed_logins(panel.system)  # as if the throttling window had passed
+
+
+def forget_failed_logins(system: System) -> None:
+    client = redis.Redis.from_url(system.redis_url)
+    for key in client.scan_iter(keys.login_failures("*")):
+        client.delete(key)
+    client.close()
 
 
 def test_unreachable_directory_is_explained_and_local_accounts_still_work(panel: Panel) -> None:
-    base = start_admin(panel.system, Path(panel.system.logs), MODELPORT_LDAP_URL=f"ldap://127.0.0.1:{free_port()}",
+    base = panel.system.admin(MODELPORT_LDAP_URL=f"ldap://127.0.0.1:{free_port()}",
                        MODELPORT_LDAP_TIMEOUT_S="1")
     _, refused = logged_in(base, "bob", "bob-pass")
     assert refused.status_code == 400 and "unreachable" in refused.text
@@ -307,3 +337,74 @@ def test_the_whole_flow_in_a_real_browser(panel: Panel) -> None:
         export = admin.request.get(f"{panel.base}/admin/usage/export.csv")
         assert export.ok and "browser-model" in export.text()
         browser.close()
+
+
+def test_editing_a_user_never_shows_or_reuses_the_password_hash(panel: Panel) -> None:
+    panel.system.cli("user", "add", "dave", "--password-stdin", stdin="dave-pass\n")
+    [(user_id,)] = query(panel.system, "SELECT id FROM user WHERE name = 'dave'")
+    client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
+    page = client.get("/admin/user/edit", params={"pk": str(user_id)})
+    assert page.status_code == 200 and "$argon2" not in page.text
+    csrf = client.cookies.get("starlette_admin_csrftoken", "")
+    form = {"name": "dave", "display_name": "Dave", "email": "", "password_hash": "", "source": "local",
+            "active": "on", "csrftoken": csrf}
+    assert client.post("/admin/user/edit", params={"pk": str(user_id)}, data=form).status_code == 303
+    dave, answer = logged_in(panel.base, "dave", "dave-pass")
+    assert answer.status_code == 303, "an edit that leaves the password empty keeps it"
+    assert dave.get("/admin/profile").status_code == 200
+    form["password_hash"] = "dave-new-pass"
+    assert client.post("/admin/user/edit", params={"pk": str(user_id)}, data=form).status_code == 303
+    assert dave.get("/admin/profile").status_code == 303, "a password change ends the user's sessions"
+    assert logged_in(panel.base, "dave", "dave-new-pass")[1].status_code == 303
+
+
+def test_history_cannot_be_imported_and_changes_are_announced_after_they_commit(panel: Panel) -> None:
+    client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
+    csrf = {"X-CSRFToken": client.cookies.get("starlette_admin_csrftoken") or ""}
+    audit_rows = len(query(panel.system, "SELECT id FROM auditentry"))
+    for view in ("audit", "usage", "user", "token"):
+        imported = client.post(f"/admin/_api/{view}/import", headers=csrf, data={"format": "csv"},
+                               files={"file": ("rows.csv", b"actor,action,target\nnobody,rewrite,history\n")})
+        assert imported.status_code == 403, view
+    assert len(query(panel.system, "SELECT id FROM auditentry")) == audit_rows
+    token = panel.system.user_with_token("quick", user="deleted-holder")
+    ask = {"model": "quick", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(f"{panel.gateway}/v1/chat/completions", json=ask, headers=headers).status_code == 200
+    [(token_id,)] = query(panel.system, f"SELECT id FROM apitoken WHERE prefix = '{token[:12]}'")
+    deleted = client.post("/admin/_api/token/action", params={"name": "delete", "pks": str(token_id)},
+                          headers=csrf)
+    assert deleted.status_code == 200, deleted.text
+    deleted_at = time.monotonic()
+    status = 200
+    while status != 401 and time.monotonic() - deleted_at < 1.0:
+        status = httpx.post(f"{panel.gateway}/v1/chat/completions", json=ask, headers=headers).status_code
+    assert status == 401, "the gateway reloaded after the delete committed, not before"
+
+
+def test_login_throttling_counts_every_attempt_whatever_the_case_of_the_name(panel: Panel) -> None:
+    panel.system.cli("user", "add", "erin", "--password-stdin", stdin="erin-pass\n")
+    guesses = [threading.Thread(target=logged_in, args=(panel.base, name, "guess", "127.0.0.2"))
+               for name in ("erin", "Erin", "ERIN", " erin", "erIn", "eRin")]
+    for guess in guesses:
+        guess.start()
+    for guess in guesses:
+        guess.join()
+    _, refused = logged_in(panel.base, "erin", "erin-pass", "127.0.0.2")
+    assert refused.status_code == 400 and "Too many failed attempts" in refused.text
+
+
+def test_session_cookies_are_secure_by_default(panel: Panel) -> None:
+    env = {key: value for key, value in panel.system.env.items()}
+    port = free_port()
+    panel.system.processes.append(Process(["modelport", "admin", "--port", str(port)], env,
+                                          Path(panel.system.logs) / f"admin-{port}.log"))
+    base = f"http://127.0.0.1:{port}"
+    wait_for_port(port)
+    client = httpx.Client(base_url=base, timeout=10)
+    client.get("/admin/login")
+    answer = client.post("/admin/login", data={"username": "root", "password": ADMIN_PASSWORD,
+                                                "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")})
+    cookie = next(value for name, value in answer.headers.multi_items()
+                  if name == "set-cookie" and value.startswith("modelport="))
+    assert "secure" in cookie.lower() and "samesite=strict" in cookie.lower()

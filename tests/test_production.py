@@ -16,6 +16,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from tests.nginx import Nginx
@@ -182,7 +183,10 @@ def test_several_gateway_processes_on_one_port_report_summed_metrics(site: Site)
 
 def test_worker_metrics_are_served_when_a_port_is_set(site: Site) -> None:
     port = free_port()
-    site.system.workers("quick", MODELPORT_METRICS_PORT=str(port))
+    [worker] = site.system.workers("quick", MODELPORT_METRICS_PORT=str(port))
+    [listening] = [conn for conn in psutil.Process(worker.handle.pid).net_connections("tcp")
+                   if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port]
+    assert listening.laddr.ip == "127.0.0.1", "worker metrics listen on loopback unless the operator opens them"
     for _ in range(6):
         httpx.post(f"{site.gateways[0]}/v1/chat/completions", json=chat_body("quick"),
                    headers={"Authorization": f"Bearer {site.token}"})

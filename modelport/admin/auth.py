@@ -60,7 +60,7 @@ class ModelPortAuth(AuthProvider):
             session.add(AuditEntry(actor=user.name, action="login", target=user.source.value))
             await session.commit()
             request.session.update({"user": user.name, "version": user.session_version})
-        await services.login_succeeded(username)
+        await services.login_succeeded(username, client)
         return None
 
     async def _ldap_login(self, services: AdminServices, session: AsyncSession, username: str, password: str,

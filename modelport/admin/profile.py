@@ -17,6 +17,7 @@ from modelport.db import directory, queries
 from modelport.db.tables import ApiToken, Group, Membership, User
 
 TOKEN_PERMISSION = "read_api_token"
+MAX_ROW_ID = 2**63
 
 
 async def may_hold_tokens(session: AsyncSession, user: User) -> bool:
@@ -52,8 +53,11 @@ class ProfileView(CustomView):
     @route("/tokens/{token_id:int}/revoke", methods=["POST"])
     async def revoke_token(self, request: Request) -> Response:
         services: AdminServices = request.state.services
+        token_id: int = request.path_params["token_id"]
+        if not 0 < token_id < MAX_ROW_ID:  # beyond any row id, and beyond what the database can compare
+            return await self._page(request, None, status_code=404)
         async with services.sessions() as session:
-            token = await session.get(ApiToken, request.path_params["token_id"])
+            token = await session.get(ApiToken, token_id)
             if token is None or token.user_id != request.state.user.id:
                 return await self._page(request, None, status_code=404)
             await directory.revoke_token(session, request.state.user.name, token.prefix, exact=True)

@@ -58,9 +58,12 @@ class AdminServices:
             replies = await pipe.execute()
         return all(int(count) <= limit for count, (_subject, limit) in zip(replies[::2], subjects, strict=True))
 
-    async def login_succeeded(self, username: str) -> None:
-        """The name's own count starts over (the address's does not: it still bounds guessing across names)."""
-        await self._redis.delete(keys.login_failures(_name_subject(username)))
+    async def login_succeeded(self, username: str, client: str) -> None:
+        """A successful attempt is not counted against the name or the address (failures stay counted)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for subject in (_name_subject(username), f"ip:{client}"):
+                pipe.decr(keys.login_failures(subject))
+            await pipe.execute()
 
 
 def _name_subject(username: str) -> str:

@@ -36,7 +36,8 @@ async def chat_completions(request: Request) -> ASGIApp:
     try:
         handle = await state.broker.submit(chat.model, chat.backend_params(), user=principal.user_name,
                                            user_id=principal.user_id, timeout_s=state.settings.job_timeout_s,
-                                           max_queue=entry.max_queue, priority=principal.priority)
+                                           max_queue=entry.max_queue, priority=principal.priority,
+                                           user_share=state.settings.queue_user_share)
     except ModelPortError:
         await limits.settle(admission, 0, release=True)
         raise

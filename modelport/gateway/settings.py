@@ -20,3 +20,5 @@ class GatewaySettings(CommonSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     workers: int = Field(default=1, ge=1)
     completion_reserve: int = Field(default=512, ge=1)
+    # The part of a model's queue (its max_queue) one user's unfinished requests may fill.
+    queue_user_share: float = Field(default=0.5, gt=0, le=1)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable
@@ -28,6 +30,15 @@ log = logging.getLogger(__name__)
 
 INBOX_TTL_MS = 60_000
 READ_BATCH = 1024
+
+
+class Submitted(enum.IntEnum):
+    """SUBMIT's refusals (a positive outcome is the job's place in the fair queue, 0 straight to a worker)."""
+
+    NO_WORKER = -1
+    FULL = -2
+    SHARE_USED = -3
+
 READ_BLOCK_MS = 1000
 TRIM_INTERVAL_S = 0.5
 WATCH_INTERVAL_S = 1.0
@@ -95,29 +106,33 @@ class GatewayBroker:
             return False
 
     async def submit(self, model: str, params: dict[str, Any], *, user: str, user_id: int, timeout_s: float,
-                     max_queue: int, priority: int = 0) -> JobHandle:
-        """Queue a job atomically: 503 without a live worker, 429 when the model's queue is full. Under
-        contention it waits in the model's fair queue (``handle.position`` says where)."""
+                     max_queue: int, priority: int = 0, user_share: float = 1.0) -> JobHandle:
+        """Queue a job atomically: 503 without a live worker, 429 when the model's queue is full or the user
+        already holds ``user_share`` of it. Under contention it waits in the model's fair queue
+        (``handle.position`` says where)."""
         job = Job(id=f"chatcmpl-{uuid.uuid4().hex}", model=model, params=params, reply_to=self.inbox,
                   deadline_ms=int((time.time() + timeout_s) * 1000), user=user, user_id=user_id)
         handle = JobHandle(job, self._forget)
         self._handles[job.id] = handle
+        share = max(1, math.ceil(max_queue * user_share))
         try:
-            outcome, queued_as = await self._enqueue(job, max_queue, priority)
+            outcome, queued_as = await self._enqueue(job, max_queue, priority, share)
         except QUEUE_ERRORS:
             self._forget(handle)
             raise NoWorker("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
         if outcome < 0:
             self._forget(handle)
-            self._background(self._commands.srem(keys.in_flight(user_id), job.id))
-            if outcome == -1:
+            if outcome == Submitted.NO_WORKER:
                 raise NoWorker(f"No worker is serving the model '{model}' right now.")
+            if outcome == Submitted.SHARE_USED:
+                raise RateLimited(f"You already have {share} unfinished requests for model '{model}', your share of "
+                                  "its queue; retry when one ends.", code="queue_share_exceeded", retry_after=1)
             raise RateLimited(f"The queue for model '{model}' is full; retry shortly.",
                               code="queue_full", retry_after=1)
         handle.position = outcome
         handle.queued_as = queued_as
-        loop = asyncio.get_running_loop()
-        self._timers[job.id] = loop.call_later(timeout_s, self._expire, handle)
+        if not handle.finished:  # a fast worker may have answered already
+            self._timers[job.id] = asyncio.get_running_loop().call_later(timeout_s, self._expire, handle)
         return handle
 
     async def position(self, handle: JobHandle) -> int:
@@ -128,12 +143,15 @@ class GatewayBroker:
         return int(await self._position(keys=[rotation, waiting_jobs, bodies],
                                         args=[*handle.queued_as, handle.job.id]))
 
-    async def _enqueue(self, job: Job, max_queue: int, priority: int) -> tuple[int, tuple[str, str] | None]:
+    async def _enqueue(self, job: Job, max_queue: int, priority: int,
+                       share: int) -> tuple[int, tuple[str, str] | None]:
         """SUBMIT and the in-flight record in one round trip. The script goes by its SHA: redis-py would
         ask SCRIPT EXISTS before every pipeline holding a registered script, a round trip more per request.
         After a Redis restart forgot the script, it is loaded and both commands (idempotent) run again."""
-        script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model)]
-        args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority]
+        script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model),
+                       keys.user_jobs(job.model, job.user_id)]
+        args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority, share,
+                                 job.deadline_ms]
 
         async def run() -> tuple[int, tuple[str, str] | None]:
             async with self._commands.pipeline(transaction=False) as pipe:
@@ -230,11 +248,22 @@ class GatewayBroker:
         await mirror(self._commands, registrations)
 
     def _forget(self, handle: JobHandle) -> None:
-        if self._handles.pop(handle.job.id, None) is not None and handle.job.id in self._timers:
-            self._background(self._commands.srem(keys.in_flight(handle.job.user_id), handle.job.id))
+        """The job has ended (or was refused): release what it held. This may run before ``submit`` has
+        resumed, when a fast worker's answer arrives first, so it does not depend on anything submit does after
+        SUBMIT returns."""
+        job = handle.job
+        if self._handles.pop(job.id, None) is not None:
+            self._background(self._release(job))
         timer = self._timers.pop(handle.job.id, None)
         if timer is not None:
             timer.cancel()
+
+    async def _release(self, job: Job) -> None:
+        """The job has ended: it no longer counts as the user's, for aborting or for their share of the queue."""
+        async with self._commands.pipeline(transaction=False) as pipe:
+            pipe.srem(keys.in_flight(job.user_id), job.id)
+            pipe.zrem(keys.user_jobs(job.model, job.user_id), job.id)
+            await pipe.execute()
 
     def _background(self, command: Awaitable[Any]) -> None:
         """A bookkeeping command that must not delay the request (its failure only logs)."""

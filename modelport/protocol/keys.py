@@ -36,6 +36,11 @@ def fair_queue(model: str) -> list[str]:
     return [f"{PREFIX}:{{{model}}}:{part}" for part in ("rotation", "waiting-jobs", "bodies", "turn", "waiting")]
 
 
+def user_jobs(model: str, user_id: int) -> str:
+    """Sorted set of one user's unfinished jobs of the model, scored by deadline (their share of its queue)."""
+    return f"{PREFIX}:{{{model}}}:user:{user_id}"
+
+
 def started(model: str) -> str:
     """Hash of the model's job ids whose first delta has been published (never re-run)."""
     return f"{PREFIX}:{{{model}}}:started"

@@ -152,7 +152,8 @@ def _param_name(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             name += f"[{part}]"
-        elif part in {"str", "list[dict[str,any]]", "none"} or "[" in part or part.startswith("function-"):
+        elif part in {"str", "list[dict[str,any]]", "none"} or "[" in part or part.startswith(("function-",
+                                                                                                   "constrained-")):
             continue
         else:
             name += f".{part}" if name else part

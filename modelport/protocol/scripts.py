@@ -1,6 +1,14 @@
-"""Lua scripts run atomically in Redis; each touches the keys of one model only (one cluster slot)."""
+"""Lua scripts run atomically in Redis; each touches the keys of one model only (one cluster slot).
+
+Each starts with a shebang declaring whether it writes: Redis then refuses a writing script as a whole
+when it is out of memory, instead of running it until its first refused command (with its earlier writes
+kept), and lets a read-only one run.
+"""
 
 from __future__ import annotations
+
+WRITES = "#!lua\n"
+READS_ONLY = "#!lua flags=no-writes\n"
 
 # Fair queues, per model: a rotation (sorted set of "priority|user" by -priority * 1e12 + turn, users
 # who just started waiting 1e11 earlier, so they go before those being served round-robin), each
@@ -46,18 +54,23 @@ local function fair_position(rotation, waiting_jobs, mine, member)
 end
 """
 
-# KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count.
-# ARGV: max outstanding jobs, job JSON, job id, user id, priority.
+# KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count, the user's jobs.
+# ARGV: max outstanding jobs, job JSON, job id, user id, priority, the user's share of the queue, deadline ms.
 # Returns {outcome, member, entry}: outcome 0 when sent to the stream, N > 0 when waiting at fair position N
 # (then its rotation member "priority|user" and its entry "user|turn|job", which POSITION takes), -1
-# without a live worker, -2 when full.
-SUBMIT = UNDELIVERED + FAIR_POSITION + """
+# without a live worker, -2 when full, -3 when the user already holds their share of the queue.
+SUBMIT = WRITES + UNDELIVERED + FAIR_POSITION + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) == 0 then return {-1, '', ''} end
 local waiting = tonumber(redis.call('GET', KEYS[7]) or '0')
 if redis.call('XLEN', KEYS[2]) + waiting >= tonumber(ARGV[1]) then return {-2, '', ''} end
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
+if redis.call('ZCARD', KEYS[8]) >= tonumber(ARGV[6]) then return {-3, '', ''} end
+redis.call('ZADD', KEYS[8], tonumber(ARGV[7]), ARGV[3])
+redis.call('PEXPIREAT', KEYS[8], tonumber(ARGV[7]), 'GT')
+redis.call('PEXPIREAT', KEYS[8], tonumber(ARGV[7]), 'NX')
 if waiting == 0 and undelivered(KEYS[2]) <= 0 then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
   return {0, '', ''}
@@ -77,14 +90,14 @@ return {fair_position(KEYS[3], KEYS[4], member, entry), member, entry}
 
 # KEYS: rotation, waiting jobs, job bodies. ARGV: the member and entry SUBMIT returned, job id.
 # The job's fair position now, or 0 once it has left the fair queue (handed to the workers or withdrawn).
-POSITION = FAIR_POSITION + """
+POSITION = READS_ONLY + FAIR_POSITION + """
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0 then return 0 end
 return fair_position(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 """
 
 # KEYS: jobs, rotation, waiting jobs, job bodies, turn, waiting count. ARGV: free slots of the caller.
 # Moves waiting jobs into the stream until it holds as many undelivered jobs as the caller can take.
-DISPATCH = UNDELIVERED + """
+DISPATCH = WRITES + UNDELIVERED + """
 local want = tonumber(ARGV[1]) - undelivered(KEYS[1])
 local moved = 0
 while moved < want do
@@ -114,14 +127,14 @@ return moved
 # KEYS: job bodies, waiting count (of one model's fair queue). ARGV: job id.
 # Takes a cancelled job out of the fair queue if it still waits there: returns 1, and it will never reach a
 # worker (DISPATCH skips its leftover entry); 0 when it was already handed to the workers.
-WITHDRAW = """
+WITHDRAW = WRITES + """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('DECR', KEYS[2])
 return 1
 """
 
 # KEYS: workers zset. Returns the number of live workers (heartbeat not yet expired).
-LIVE_WORKERS = """
+LIVE_WORKERS = WRITES + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -129,7 +142,7 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 # KEYS: workers zset. ARGV: worker id, lease ms. Records a heartbeat valid for the lease.
-HEARTBEAT = """
+HEARTBEAT = WRITES + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -138,7 +151,7 @@ return 1
 """
 
 # KEYS: inbox stream. ARGV: ttl ms. Creates the (empty) inbox if Redis lost it and renews its TTL.
-KEEP_INBOX = """
+KEEP_INBOX = WRITES + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local id = redis.call('XADD', KEYS[1], '*', 'init', '1')
   redis.call('XDEL', KEYS[1], id)
@@ -152,7 +165,7 @@ return 1
 # lease ms. Counts are written with '%d' (Lua would write 1e+14 for large numbers, unreadable later).
 # Returns {verdict, retry ms, requests in window, tokens in window, window reset ms}; verdict
 # 'ok' means the request is counted and its tokens reserved.
-ADMIT = """
+ADMIT = WRITES + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, tpm, tpd, conc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -202,7 +215,7 @@ return {'ok', 0, requests + 1, tokens + estimate, reset(KEYS[1])}
 
 # KEYS: as ADMIT. ARGV: request id, reserved tokens, tokens used, 1 to release (forget the request).
 # Replaces the reservation by what was used and frees the concurrency slot.
-SETTLE = """
+SETTLE = WRITES + """
 local reserved = ARGV[1] .. ':' .. ARGV[2]
 local score = redis.call('ZSCORE', KEYS[2], reserved)
 if score then

@@ -39,7 +39,7 @@ async def run_worker(settings: WorkerSettings, llm_name: str) -> None:
         return
     metrics = WorkerMetrics(llm_name)
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port)
+        metrics.serve(settings.metrics_host, settings.metrics_port)
     policy = settings.upstream_policy()
     worker = Worker(broker, build_backend(registration.backend, registration.config, policy),
                     heartbeat_s=settings.heartbeat_s, drain_s=settings.drain_s, metrics=metrics)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one worker process, served on MODELPORT_METRICS_PORT when it is set."""
+"""Prometheus metrics of one worker process, served on MODELPORT_METRICS_HOST:MODELPORT_METRICS_PORT
+when the port is set (loopback unless the operator opens it)."""
 
 from __future__ import annotations
 
@@ -20,5 +21,5 @@ class WorkerMetrics:
         self._jobs.labels(self._model, outcome).inc()
         self._tokens.labels(self._model).inc(completion_tokens)
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
+    def serve(self, host: str, port: int) -> None:
+        start_http_server(port, addr=host, registry=self.registry)

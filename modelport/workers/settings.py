@@ -13,3 +13,4 @@ class WorkerSettings(CommonSettings):
     max_attempts: int = Field(default=3, ge=1)
     drain_s: float = Field(default=30.0, ge=0)
     metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
