@@ -176,6 +176,10 @@ def test_model_config_is_validated_before_it_is_saved(panel: Panel) -> None:
     refused = client.post("/admin/llm/create", data=form)
     assert refused.status_code != 303 and "upstream_model" in refused.text
     assert query(panel.system, "SELECT name FROM llm WHERE name='remote'") == []
+    form["config"] = json.dumps({"base_url": "http://x/v1", "upstream_model": "m",
+                                 "api_key_env": "MODELPORT_DATABASE_URL"})
+    refused = client.post("/admin/llm/create", data=form)
+    assert refused.status_code != 303 and "MODELPORT_UPSTREAM_KEY_ENVS" in refused.text
     form["config"] = json.dumps({"base_url": "http://x/v1", "upstream_model": "m"})
     assert client.post("/admin/llm/create", data=form).status_code == 303
     assert query(panel.system, "SELECT backend FROM llm WHERE name='remote'") == [("openai_compat",)]

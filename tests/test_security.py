@@ -299,6 +299,7 @@ def test_usage_rows_hold_true_figures_for_every_way_a_request_ends(guarded: Guar
         "done": 200, "failed": 400, "gone": 499, "aborted": 499, "deadline": 504}
     assert rows["gone"].completion_tokens >= 3, "tokens streamed before the client left are counted"
     assert rows["deadline"].latency_ms >= 500
+    assert rows["deadline"].completion_tokens >= 2, "what reached the client before the deadline is counted"
 
 
 def test_token_prefixes_are_matched_literally(guarded: Guarded) -> None:
@@ -310,3 +311,21 @@ def test_token_prefixes_are_matched_literally(guarded: Guarded) -> None:
         with pytest.raises(SystemExit):
             guarded.system.cli(*command)
     assert post(guarded, HELLO, token).status_code == 200
+
+
+def test_workers_outlive_a_spell_of_redis_out_of_memory(guarded: Guarded) -> None:
+    """An OutOfMemoryError used to end a worker's heartbeat task for good: the process stayed up, its model
+    answered 503 no_worker until someone restarted it."""
+    admin = redis.Redis.from_url(guarded.redis_server.url)
+    admin.config_set("maxmemory", "1")
+    try:
+        time.sleep(4.0)  # longer than the 3 s lease: every heartbeat in between was refused
+    finally:
+        admin.config_set("maxmemory", "0")
+        admin.close()
+    deadline = time.monotonic() + 10
+    status = 0
+    while status != 200 and time.monotonic() < deadline:
+        status = post(guarded, HELLO).status_code
+        time.sleep(0.2)
+    assert status == 200, "the worker came back by itself"

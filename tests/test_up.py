@@ -36,9 +36,19 @@ def test_up_serves_the_bundled_model_and_prints_a_working_curl_line(tmp_path: Pa
         answer = subprocess.run([*shlex.split(curl.group(1)), "-s", "--max-time", "60"], capture_output=True,
                                 text=True, check=True)
         assert '"object":"chat.completion"' in answer.stdout and '"model":"gemma-3-270m"' in answer.stdout
-        assert (tmp_path / ".modelport" / "modelport.db").exists()
+        home = tmp_path / ".modelport"
+        assert (home / "modelport.db").exists()
+        assert home.stat().st_mode & 0o777 == 0o700 and (home / "credentials.json").stat().st_mode & 0o777 == 0o600
         children = psutil.Process(up.pid).children(recursive=True)
         assert len(children) >= 4, [child.cmdline() for child in children]
+        [worker] = [child for child in children if "worker" in child.cmdline()]
+        environment = worker.environ()
+        assert "MODELPORT_DATABASE_URL" not in environment and "MODELPORT_ADMIN_SECRET_KEY" not in environment
+        assert "worker-gemma-3-270m:" in environment["MODELPORT_REDIS_URL"], "the worker has its own Redis user"
+        [valkey] = [child for child in children if "valkey" in " ".join(child.cmdline())]
+        [port] = {conn.laddr.port for conn in valkey.net_connections("tcp") if conn.status == psutil.CONN_LISTEN}
+        anonymous = subprocess.run(["redis-cli", "-p", str(port), "get", "x"], capture_output=True, text=True)
+        assert "NOPERM" in anonymous.stdout + anonymous.stderr, "the embedded Valkey needs a password"
         admin = re.search(r"admin:\s+(http\S+)", banner)
         assert admin is not None
         assert httpx.get(admin.group(1) + "/login").status_code == 200

@@ -15,7 +15,7 @@ from modelport.gateway.responses import JobResponse
 from modelport.gateway.settings import GatewaySettings
 from modelport.gateway.state import GatewayState
 from modelport.gateway.usage import Outcome
-from modelport.protocol.errors import InvalidRequest, ModelPortError, PayloadTooLarge, RequestTimeout
+from modelport.protocol.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from modelport.protocol.openai_wire import ChatCompletionRequest, parse_chat_request
 
 
@@ -38,8 +38,8 @@ async def chat_completions(request: Request) -> ASGIApp:
                                            user_id=principal.user_id, timeout_s=state.settings.job_timeout_s,
                                            max_queue=entry.max_queue, priority=principal.priority,
                                            user_share=state.settings.queue_user_share)
-    except ModelPortError:
-        await limits.settle(admission, 0, release=True)
+    except BaseException:  # refused, Redis failed, or the client left meanwhile: the admission is released
+        limits.settle_soon(admission, 0, release=True)
         raise
     request.state.access["job"] = handle.job.id
     outcome = Outcome(principal=principal, job_id=handle.job.id, model=chat.model, stream=stream,

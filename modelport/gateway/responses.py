@@ -68,7 +68,7 @@ class JobResponse:
             return
         first = await self.handle.next()
         if isinstance(first, Failed):
-            self.outcome.settle(first)
+            self.outcome.settle(first, self.handle.delivered_pieces)
             await render_error(first.error)(self._scope, self._receive, send)
             return
         self.outcome.ttft_s = time.monotonic()
@@ -83,7 +83,7 @@ class JobResponse:
         while isinstance(event, Delta):
             builder.add(event)
             event = await self.handle.next()
-        self.outcome.settle(event)
+        self.outcome.settle(event, self.handle.delivered_pieces)
         if isinstance(event, Failed):
             await render_error(event.error)(self._scope, self._receive, send)
             return
@@ -126,7 +126,7 @@ class JobResponse:
                 if isinstance(event, Delta):
                     body += renderer.delta(event)
                     continue
-                self.outcome.settle(event)
+                self.outcome.settle(event, self.handle.delivered_pieces)
                 body += renderer.end(event.usage) if isinstance(event, Done) else renderer.fail(event.error)
                 await send({"type": "http.response.body", "body": bytes(body)})
                 return

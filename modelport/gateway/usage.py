@@ -41,10 +41,14 @@ class Outcome:
     ended_at: float = 0.0
     admission: Admission | None = None
 
-    def settle(self, event: Done | Failed) -> None:
+    def settle(self, event: Done | Failed, delivered_pieces: int) -> None:
+        """Take the worker's count of tokens; when the job ended without one (at its deadline, or its worker
+        lost), count what the client was sent, so no delivered output goes unaccounted."""
         if event.usage is not None:
             self.prompt_tokens = event.usage.prompt_tokens
             self.completion_tokens = event.usage.completion_tokens
+        else:
+            self.completion_tokens = delivered_pieces
         if isinstance(event, Failed):
             self.status = event.error.status
 
@@ -86,7 +90,7 @@ class UsageWriter:
                 while True:
                     event = await handle.next()
                     if isinstance(event, Done | Failed):
-                        outcome.settle(event)
+                        outcome.settle(event, handle.delivered_pieces)
                         break
         outcome.status = 499
         self.record(outcome)

@@ -25,7 +25,8 @@ GATEWAY_RULES = (
 WORKER_COMMANDS = (
     "+ping", "+select", "+hello", "+client|setname", "+client|id", "+time",
     "+eval", "+evalsha", "+script|load", "+subscribe", "+unsubscribe",
-    "+xreadgroup", "+xclaim", "+xautoclaim", "+xpending", "+xack", "+xdel", "+xadd", "+xlen", "+xgroup|create",
+    "+xreadgroup", "+xclaim", "+xautoclaim", "+xpending", "+xack", "+xdel", "+xadd", "+xlen",
+    "+xgroup|create", "+xgroup|delconsumer",
     "+hset", "+hdel", "+hget", "+hexists", "+exists",
     "+zadd", "+zrem", "+zpopmin", "+zrangebylex", "+zremrangebyscore", "+zcard", "+pexpire", "+incr", "+decr",
 )

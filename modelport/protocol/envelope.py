@@ -74,8 +74,12 @@ class Usage(BaseModel):
 class Delta(BaseModel):
     t: Literal["delta"] = "delta"
     choices: list[ChoiceDelta]
+    # How many of the backend's deltas (about a token each) this event carries once merged: what a client
+    # was sent, counted when a job ends without the worker's own count (a deadline, a lost worker).
+    pieces: int = 1
 
     def absorb(self, later: Delta) -> None:
+        self.pieces += later.pieces
         for choice in later.choices:
             same = next((mine for mine in self.choices if mine.index == choice.index), None)
             if same is None:

@@ -233,13 +233,18 @@ class GatewayBroker:
         """A cancelled job of this gateway that still waits in its model's fair queue ends now, instead of
         when a worker reaches it (behind other users' jobs, that can take long)."""
         handle = self._handles.get(job_id)
-        if handle is None or handle.queued_as is None or handle.started:
-            return
+        if handle is not None:
+            self._withdraw_waiting(handle)
 
+    def _withdraw_waiting(self, handle: JobHandle) -> None:
+        """Take the job out of its model's fair queue if it still waits there (then it ends as cancelled,
+        unless it has ended already), so it neither reaches a worker nor counts against the queue bound."""
+        if handle.queued_as is None or handle.started:
+            return
         _rotation, _waiting_jobs, bodies, _turn, waiting = keys.fair_queue(handle.job.model)
 
         async def withdraw() -> None:
-            if await self._withdraw(keys=[bodies, waiting], args=[job_id]):
+            if await self._withdraw(keys=[bodies, waiting], args=[handle.job.id]):
                 handle.fail(Cancelled("Cancelled by the client while queued.").body())
 
         self._background(withdraw())
@@ -280,8 +285,10 @@ class GatewayBroker:
         self._abandon(handle, DeadlineExceeded("The model did not finish before the request's deadline."))
 
     def _abandon(self, handle: JobHandle, error: ModelPortError) -> None:
-        """End a job at the gateway and tell its worker, if any, to stop."""
+        """End a job at the gateway, take it out of the fair queue if it waits there, and tell its worker, if
+        any, to stop."""
         handle.fail(error.body())
+        self._withdraw_waiting(handle)
         self._background(self.cancel(handle))
 
     def _fail_all(self, error: ModelPortError, model: str | None = None) -> None:

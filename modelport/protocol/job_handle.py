@@ -19,6 +19,7 @@ class JobHandle:
         self.started = False
         self.finished = False
         self.position = 0
+        self.delivered_pieces = 0  # backend deltas delivered so far (see Delta.pieces)
         # where the job waits in its model's fair queue: ("priority|user", "user|turn|job"), or None
         self.queued_as: tuple[str, str] | None = None
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -30,6 +31,7 @@ class JobHandle:
             return
         if isinstance(event, Delta):
             self.started = True
+            self.delivered_pieces += event.pieces
         else:
             self.finished = True
             self._on_finish(self)

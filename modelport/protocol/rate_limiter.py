@@ -93,9 +93,10 @@ class RateLimiter:
         admission.subjects = []
 
 
-    def settle_soon(self, admission: Admission, tokens: int) -> None:
-        """Settle off the request path (from the usage recorder's synchronous hook)."""
-        task = asyncio.get_running_loop().create_task(self.settle(admission, tokens))
+    def settle_soon(self, admission: Admission, tokens: int, *, release: bool = False) -> None:
+        """Settle off the request path (from the usage recorder's synchronous hook, or a request that ends
+        before it reached a worker)."""
+        task = asyncio.get_running_loop().create_task(self.settle(admission, tokens, release=release))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 

@@ -38,13 +38,19 @@ class WorkerBroker:
         self._heartbeat = self._commands.register_script(scripts.HEARTBEAT)
         self._dispatch = self._commands.register_script(scripts.DISPATCH)
         self._background: set[asyncio.Task[None]] = set()
+        self._reclaim_from = "0-0"  # XAUTOCLAIM looks at ten entries per job it may take: it resumes there
         self.on_cancel: Callable[[str], None] = lambda job_id: None
         self.on_announcement: Callable[[], None] = lambda: None
         self.outbox = Outbox(self._commands, model, self._cancel_locally)
 
     async def close(self) -> None:
+        """Leave the model's live workers, and its consumer group too when this worker holds no entry."""
         with contextlib.suppress(*QUEUE_ERRORS):
             await self._commands.zrem(keys.workers(self.model), self.worker_id)
+            pending = await self._commands.xpending_range(self._jobs_key, keys.WORKER_GROUP, "-", "+", 1,
+                                                          consumername=self.worker_id)
+            if not pending:
+                await self._commands.xgroup_delconsumer(self._jobs_key, keys.WORKER_GROUP, self.worker_id)
         for client in (self._claimer, self._commands, self._subscriber):
             await client.aclose()
 
@@ -81,12 +87,14 @@ class WorkerBroker:
         """Take over jobs whose worker stopped renewing; started ones end with an error, never re-run."""
         try:
             reply: Any = await self._commands.xautoclaim(self._jobs_key, keys.WORKER_GROUP, self.worker_id,
-                                                    self.lease_ms, "0-0", count=count)
+                                                    self.lease_ms, self._reclaim_from, count=count)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await self.ensure_group()
             return []
+        cursor = reply[0]
+        self._reclaim_from = cursor.decode() if isinstance(cursor, bytes) else str(cursor)  # "0-0": scan again
         runnable: list[ClaimedJob] = []
         for entry_id, fields in reply[1]:
             attempt = await self._attempts(entry_id)

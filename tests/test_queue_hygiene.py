@@ -1,0 +1,111 @@
+"""What the queue must not leave behind or overlook, against a real Redis: queued jobs past their deadline,
+the consumers of workers that exited, a dead worker's job far down the pending list, and settings that
+cannot work together."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+from pydantic import ValidationError
+
+from modelport.protocol import keys
+from modelport.protocol.envelope import Failed, Job
+from modelport.protocol.gateway_broker import GatewayBroker
+from modelport.protocol.worker_broker import WorkerBroker
+from modelport.workers.settings import WorkerSettings
+from tests.servers import RedisServer
+
+PARAMS = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def model_name() -> str:
+    return f"m-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def gateway(redis_server: RedisServer) -> AsyncIterator[GatewayBroker]:
+    broker = GatewayBroker(redis_server.url, job_timeout_s=60)
+    await broker.start()
+    yield broker
+    await broker.close()
+
+
+async def test_a_queued_job_past_its_deadline_leaves_the_queue_at_once(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    model = model_name()
+    worker = WorkerBroker(redis_server.url, model, "w1")
+    await worker.heartbeat()
+    await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=30, max_queue=2)
+    expiring = await gateway.submit(model, PARAMS, user="v", user_id=2, timeout_s=0.3, max_queue=2)
+    assert expiring.position == 1
+    end = await asyncio.wait_for(expiring.next(), timeout=5)
+    assert isinstance(end, Failed) and end.error.status == 504
+    probe = redis.asyncio.Redis.from_url(redis_server.url)
+    _rotation, _waiting_jobs, bodies, _turn, waiting = keys.fair_queue(model)
+    for _ in range(50):
+        if int(await probe.get(waiting) or 0) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert int(await probe.get(waiting) or 0) == 0 and not await probe.hexists(bodies, expiring.job.id)
+    # before, the expired job still counted against max_queue=2: this submit was refused with queue_full
+    admitted = await gateway.submit(model, PARAMS, user="v", user_id=2, timeout_s=30, max_queue=2)
+    assert admitted.position > 0
+    await probe.aclose()
+    await worker.close()
+
+
+async def test_a_worker_that_exits_cleanly_leaves_no_consumer(redis_server: RedisServer) -> None:
+    model = model_name()
+    leaving, holding = (WorkerBroker(redis_server.url, model, name) for name in ("leaving", "holding"))
+    await leaving.ensure_group()
+    probe = redis.asyncio.Redis.from_url(redis_server.url)
+    await probe.xadd(keys.jobs(model), {"job": job(model).model_dump_json()})
+    assert [claimed.job.model for claimed in await holding.claim(1)] == [model]
+    assert await leaving.claim(1, block_ms=10) == []  # reading made it a consumer, with nothing pending
+    await leaving.close()
+    await holding.close()
+    consumers = {consumer["name"] for consumer in await probe.xinfo_consumers(keys.jobs(model), keys.WORKER_GROUP)}
+    assert consumers == {b"holding"}, "a consumer still holding an entry stays (its entry must remain claimable)"
+    await probe.aclose()
+
+
+def job(model: str) -> Job:
+    return Job(id=f"chatcmpl-{uuid.uuid4().hex}", model=model, params=PARAMS, reply_to=keys.inbox("nobody"),
+               deadline_ms=2**50)
+
+
+async def test_reclaim_reaches_a_dead_workers_job_behind_many_running_ones(redis_server: RedisServer) -> None:
+    """XAUTOCLAIM looks at ten entries per job it may take; restarting from the start of the pending list
+    each time, a worker with one free slot never got past the first ten running jobs."""
+    model = model_name()
+    busy = WorkerBroker(redis_server.url, model, "busy", lease_ms=500)
+    dead = WorkerBroker(redis_server.url, model, "dead", lease_ms=500)
+    rescuer = WorkerBroker(redis_server.url, model, "rescuer", lease_ms=500)
+    await busy.ensure_group()
+    probe = redis.asyncio.Redis.from_url(redis_server.url)
+    for _ in range(25):
+        await probe.xadd(keys.jobs(model), {"job": job(model).model_dump_json()})
+    running = await busy.claim(25)
+    lost = job(model)
+    await probe.xadd(keys.jobs(model), {"job": lost.model_dump_json()})
+    assert [claimed.job.id for claimed in await dead.claim(1)] == [lost.id]
+    await asyncio.sleep(0.6)
+    rescued: list[str] = []
+    for _ in range(4):
+        await busy.renew([claimed.entry_id for claimed in running])
+        rescued += [claimed.job.id for claimed in await rescuer.reclaim(1)]
+    assert rescued == [lost.id]
+    await probe.aclose()
+    for broker in (busy, dead, rescuer):
+        await broker.close()
+
+
+def test_a_lease_shorter_than_two_heartbeats_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError) as refused:
+        WorkerSettings(heartbeat_s=2.0, lease_ms=3000)
+    assert "MODELPORT_LEASE_MS" in str(refused.value) and "MODELPORT_HEARTBEAT_S" in str(refused.value)
+    assert WorkerSettings(heartbeat_s=1.0, lease_ms=3000).lease_ms == 3000
