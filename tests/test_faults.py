@@ -4,6 +4,8 @@ gateways, deadlines and draining."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from modelport.protocol import keys
 from tests.servers import Process, RedisServer, running
 from tests.system import System, usage_records
 
+STALLABLE_REPLY = " ".join(f"t{i:02d}" for i in range(1, 25))
 FAST_LEASE = {"MODELPORT_LEASE_MS": "1500", "MODELPORT_HEARTBEAT_S": "0.3"}
 
 
@@ -33,6 +36,8 @@ def faults(private_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory,
                     **FAST_LEASE)
     system.cli("group", "add", "all")
     for name, config in (("slowstart", {"first_delay_ms": 2000, "concurrency": 1}),
+                         ("stallable", {"first_delay_ms": 1000, "delay_ms": 100, "reply": STALLABLE_REPLY,
+                                        "concurrency": 1}),
                          ("slowstream", {"delay_ms": 50, "chunks": 200}),
                          ("quick", {})):
         system.cli("llm", "add", name, "--backend", "fake", "--config", json.dumps(config))
@@ -101,6 +106,36 @@ def test_job_of_a_worker_killed_before_its_first_delta_runs_on_another(faults: S
     stop_all([second])
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["message"]["content"].startswith("Hello from the fake model")
+
+
+def test_a_worker_stalled_past_its_lease_stops_instead_of_streaming_beside_its_rerun(faults: System,
+                                                                                     token: str) -> None:
+    """SIGSTOP the worker that claimed a job, past its lease: another worker re-runs the job; SIGCONT the
+    first while the re-run streams. The woken worker used to stream its own copy into the same reply
+    ("t01 t02 t03 t01 t04 t02 ..."); now the gateway follows the run it heard first and the woken worker
+    stops as soon as it learns it lost the job."""
+    base = faults.gateway()
+    first = faults.worker("stallable")
+    request = BackgroundChat(base, token, "stallable")
+    assert holder(faults, "stallable", [first]) is first
+    os.kill(first.handle.pid, signal.SIGSTOP)
+    client = redis.Redis.from_url(faults.redis_url)
+    try:
+        second = faults.worker("stallable")
+        deadline = time.monotonic() + 20
+        while not client.hlen(keys.started("stallable")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the re-run's first words are out
+    finally:
+        os.kill(first.handle.pid, signal.SIGCONT)
+    answer = request.result()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == STALLABLE_REPLY
+    deadline = time.monotonic() + 5
+    while client.xpending(keys.jobs("stallable"), keys.WORKER_GROUP)["pending"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.xpending(keys.jobs("stallable"), keys.WORKER_GROUP)["pending"] == 0
+    client.close()
+    stop_all([first, second])
 
 
 def test_worker_killed_mid_stream_ends_with_an_error_frame_and_done(faults: System, token: str) -> None:

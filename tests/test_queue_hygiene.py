@@ -1,6 +1,6 @@
-"""What the queue must not leave behind or overlook, against a real Redis: queued jobs past their deadline,
-the consumers of workers that exited, a dead worker's job far down the pending list, and settings that
-cannot work together."""
+"""What the queue must not leave behind, overlook or deliver twice, against a real Redis: queued jobs past
+their deadline, the consumers of workers that exited, a dead worker's job far down the pending list,
+re-sent and stale events, and settings that cannot work together."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import redis.asyncio
 from pydantic import ValidationError
 
 from modelport.protocol import keys
-from modelport.protocol.envelope import Failed, Job
+from modelport.protocol.envelope import ENVELOPE_VERSION, ChoiceDelta, Delta, Done, Failed, Job, encode_event
 from modelport.protocol.gateway_broker import GatewayBroker
 from modelport.protocol.worker_broker import WorkerBroker
 from modelport.workers.settings import WorkerSettings
@@ -109,3 +109,26 @@ def test_a_lease_shorter_than_two_heartbeats_is_refused_at_start() -> None:
         WorkerSettings(heartbeat_s=2.0, lease_ms=3000)
     assert "MODELPORT_LEASE_MS" in str(refused.value) and "MODELPORT_HEARTBEAT_S" in str(refused.value)
     assert WorkerSettings(heartbeat_s=1.0, lease_ms=3000).lease_ms == 3000
+
+
+async def test_the_gateway_follows_one_run_and_drops_repeated_events(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    """A batch re-sent after a Redis timeout (executed the first time after all) and a stalled run that woke
+    up beside its re-run both reach the inbox; the client sees each word once, from one run."""
+    model = model_name()
+    worker = WorkerBroker(redis_server.url, model, "w1")
+    await worker.heartbeat()
+    handle = await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=10, max_queue=10)
+    probe = redis.asyncio.Redis.from_url(redis_server.url)
+    word = encode_event(Delta(choices=[ChoiceDelta(content="once ")]))
+    for attempt, sequence, event in ((2, 1, word), (2, 1, word), (1, 1, encode_event(Delta(choices=[
+            ChoiceDelta(content="stale ")]))), (2, 2, encode_event(Delta(choices=[ChoiceDelta(content="and done")]))),
+            (2, 3, encode_event(Done()))):
+        await probe.xadd(gateway.inbox, {"v": ENVELOPE_VERSION, "j": handle.job.id, "a": attempt, "s": sequence,
+                                         "e": event})
+    text = ""
+    while isinstance(received := await asyncio.wait_for(handle.next(), timeout=5), Delta):
+        text += "".join(choice.content or "" for choice in received.choices)
+    assert text == "once and done" and isinstance(received, Done)
+    await probe.aclose()
+    await worker.close()

@@ -327,7 +327,8 @@ class GatewayBroker:
         if int(fields.get(b"v", b"0")) != ENVELOPE_VERSION:
             handle.fail(NoWorker("The worker speaks another envelope version.", code="version_mismatch").body())
             return
-        handle.deliver(decode_event(fields[b"e"]))
+        if handle.accepts(int(fields.get(b"a", b"0")), int(fields.get(b"s", b"0"))):
+            handle.deliver(decode_event(fields[b"e"]))
 
     async def _watch(self) -> None:
         """Fail fast the jobs of models whose last worker died, and keep the inbox alive."""

@@ -20,10 +20,26 @@ class JobHandle:
         self.finished = False
         self.position = 0
         self.delivered_pieces = 0  # backend deltas delivered so far (see Delta.pieces)
+        self.attempt: int | None = None  # the run of the job whose events this handle follows
+        self._last_sequence = 0
         # where the job waits in its model's fair queue: ("priority|user", "user|turn|job"), or None
         self.queued_as: tuple[str, str] | None = None
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._on_finish = on_finish
+
+    def accepts(self, attempt: int, sequence: int) -> bool:
+        """Fencing and de-duplication of published events: the handle follows the first run (attempt) that
+        publishes and drops every other run's events (a stalled worker that woke up beside its re-run), and
+        drops an event whose sequence number it has seen (a batch re-sent after a timeout). Verdicts about the
+        job (attempt 0: its worker was lost) are always taken; so are events without numbers (older workers)."""
+        if attempt == 0:
+            return True
+        if self.attempt is None:
+            self.attempt = attempt
+        if attempt != self.attempt or (sequence and sequence <= self._last_sequence):
+            return False
+        self._last_sequence = max(self._last_sequence, sequence)
+        return True
 
     def deliver(self, event: Event) -> None:
         """Called by the inbox reader (or the broker's watchdogs); ignored once the job has ended."""

@@ -1,7 +1,9 @@
 """A worker's batched publisher: events of all its jobs go to Redis in one pipeline per flush.
 
 While one pipeline is in flight, new events wait; consecutive deltas of a job are merged, so a burst
-costs one XADD instead of many, and nothing is reordered or dropped.
+costs one XADD instead of many, and nothing is reordered or dropped. Every event carries the attempt
+that produced it and its place in the job's sequence: a batch re-sent after a timeout (which Redis may
+have executed after all) is re-sent unchanged, and the gateway drops what it has already seen.
 """
 
 from __future__ import annotations
@@ -12,34 +14,44 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, FieldT
 
-from modelport.protocol import keys
+from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.envelope import ENVELOPE_VERSION, Delta, Done, Failed, Job, encode_event
 
 log = logging.getLogger(__name__)
 
 Event = Delta | Done | Failed
+VERDICT = 0  # the attempt of an event about the job, not from a run of it (see GatewayBroker)
 
 
 @dataclass
 class ClaimedJob:
-    """A job a worker holds: its stream entry, its envelope and how often it was delivered."""
+    """A job a worker holds: its stream entry, its envelope and how often it was delivered (its attempt)."""
 
     entry_id: str
     job: Job
     attempt: int
     marked_started: bool = False
     pending: list[Event] = field(default_factory=list)
+    published: int = 0  # sequence number of the last event handed to Redis
+    unconfirmed: list[tuple[int, Event]] = field(default_factory=list)  # sent, but Redis did not confirm
+
+    @property
+    def has_published_text(self) -> bool:
+        return self.marked_started or any(isinstance(event, Delta) for event in self.pending)
 
 
 class Outbox:
     """Collects events per job and flushes them (with acks for finished jobs) in pipelines."""
 
-    def __init__(self, redis: Redis, model: str, on_gateway_gone: Callable[[str], None]) -> None:
+    def __init__(self, redis: Redis, model: str, consumer: str, on_gateway_gone: Callable[[str], None]) -> None:
         self._redis = redis
         self._model = model
+        self._consumer = consumer
+        self._finish = redis.register_script(scripts.FINISH)
         self._on_gateway_gone = on_gateway_gone
         self._waiting: dict[str, ClaimedJob] = {}
         self._wake = asyncio.Event()
@@ -75,18 +87,21 @@ class Outbox:
             await self._wake.wait()
             self._wake.clear()
             batch, self._waiting = self._waiting, {}
-            sending = {entry_id: claimed.pending for entry_id, claimed in batch.items()}
             for claimed in batch.values():
+                for event in claimed.pending:
+                    claimed.published += 1
+                    claimed.unconfirmed.append((claimed.published, event))
                 claimed.pending = []
             self._flushes_begun += 1
             try:
-                await self._flush(batch, sending)
+                await self._flush(batch)
+            except NoScriptError:
+                await self._redis.script_load(scripts.FINISH)
+                self._retry_later(batch)
+                continue
             except QUEUE_ERRORS:
-                log.warning("could not publish events; retrying")
-                for entry_id, claimed in batch.items():
-                    claimed.pending = sending[entry_id] + claimed.pending
-                    self._waiting.setdefault(entry_id, claimed)
-                self._wake.set()
+                log.warning("could not publish events; re-sending them unchanged")
+                self._retry_later(batch)
                 await asyncio.sleep(0.2)
                 continue
             async with self._flushed:
@@ -95,25 +110,32 @@ class Outbox:
             if not self._waiting:
                 self._idle.set()
 
-    async def _flush(self, batch: dict[str, ClaimedJob], sending: dict[str, list[Event]]) -> None:
+    def _retry_later(self, batch: dict[str, ClaimedJob]) -> None:
+        """The batch stays as it was sent (same events, same sequence numbers) and goes again first."""
+        for entry_id, claimed in batch.items():
+            self._waiting.setdefault(entry_id, claimed)
+        self._wake.set()
+
+    async def _flush(self, batch: dict[str, ClaimedJob]) -> None:
         jobs_key, started_key = keys.jobs(self._model), keys.started(self._model)
         publishes: list[tuple[int, ClaimedJob]] = []
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry_id, claimed in batch.items():
-                for event in sending[entry_id]:
+                for sequence, event in claimed.unconfirmed:
                     if isinstance(event, Delta) and not claimed.marked_started:
                         pipe.hset(started_key, claimed.job.id, 1)
                     fields: dict[FieldT, EncodableT] = {"v": ENVELOPE_VERSION, "j": claimed.job.id,
+                                                        "a": claimed.attempt, "s": sequence,
                                                         "e": encode_event(event)}
                     publishes.append((len(pipe), claimed))
                     pipe.xadd(claimed.job.reply_to, fields, nomkstream=True)
                     if not isinstance(event, Delta):
-                        pipe.xack(jobs_key, keys.WORKER_GROUP, entry_id)
-                        pipe.xdel(jobs_key, entry_id)
-                        pipe.hdel(started_key, claimed.job.id)
+                        pipe.evalsha(self._finish.sha, 2, jobs_key, started_key, entry_id, self._consumer,
+                                     claimed.job.id)
             results = await pipe.execute()
-        for entry_id, claimed in batch.items():
-            claimed.marked_started |= any(isinstance(event, Delta) for event in sending[entry_id])
+        for claimed in batch.values():
+            claimed.marked_started |= any(isinstance(event, Delta) for _, event in claimed.unconfirmed)
+            claimed.unconfirmed = []
         for position, claimed in publishes:
             if results[position] is None:
                 self._on_gateway_gone(claimed.job.id)

@@ -232,3 +232,31 @@ end
 redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 """
+
+# KEYS: jobs stream. ARGV: this worker's consumer name, then the entry ids of the jobs it runs.
+# Renews the lease of each entry it still owns (idle time reset, delivery count kept) and returns the ids
+# of those it no longer owns: another worker took them over (this one stalled) or they ended.
+RENEW = WRITES + """
+local lost = {}
+for i = 2, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], 'workers', ARGV[i], ARGV[i], 1)
+  if #pending > 0 and pending[1][2] == ARGV[1] then
+    redis.call('XCLAIM', KEYS[1], 'workers', ARGV[1], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+
+# KEYS: jobs stream, started hash. ARGV: entry id, this worker's consumer name, job id.
+# A job's last event is out: its entry leaves the stream, unless another worker owns it now (this one
+# stalled and lost it; the new owner acknowledges it when its own run ends). Returns 1 when acknowledged.
+FINISH = WRITES + """
+local pending = redis.call('XPENDING', KEYS[1], 'workers', ARGV[1], ARGV[1], 1)
+if #pending > 0 and pending[1][2] ~= ARGV[2] then return 0 end
+redis.call('XACK', KEYS[1], 'workers', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[3])
+return 1
+"""

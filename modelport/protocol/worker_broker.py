@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,7 +15,7 @@ from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS, redis_client
 from modelport.protocol.envelope import Failed, Job
 from modelport.protocol.errors import ModelPortError, NoWorker
-from modelport.protocol.outbox import ClaimedJob, Outbox
+from modelport.protocol.outbox import VERDICT, ClaimedJob, Outbox
 from modelport.protocol.registrations import Registration, lookup
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ class WorkerBroker:
         self._reclaim_from = "0-0"  # XAUTOCLAIM looks at ten entries per job it may take: it resumes there
         self.on_cancel: Callable[[str], None] = lambda job_id: None
         self.on_announcement: Callable[[], None] = lambda: None
-        self.outbox = Outbox(self._commands, model, self._cancel_locally)
+        self._renew = self._commands.register_script(scripts.RENEW)
+        self.outbox = Outbox(self._commands, model, worker_id, self._cancel_locally)
 
     async def close(self) -> None:
         """Leave the model's live workers, and its consumer group too when this worker holds no entry."""
@@ -77,14 +78,17 @@ class WorkerBroker:
         return [claimed for claimed in (self._decode(entry_id, fields, 1) for entry_id, fields in entries)
                 if claimed is not None]
 
-    async def renew(self, entry_ids: list[str | bytes | int | memoryview]) -> None:
-        """Extend the lease of the jobs this worker is running (idle time reset, attempt count kept)."""
-        if entry_ids:
-            await self._commands.xclaim(self._jobs_key, keys.WORKER_GROUP, self.worker_id, 0, entry_ids,
-                                        justid=True)
+    async def renew(self, entry_ids: list[str]) -> set[str]:
+        """Extend the lease of the jobs this worker runs and still owns (idle time reset, attempt count kept);
+        returns the entries it no longer owns: another worker took them over while this one stalled."""
+        if not entry_ids:
+            return set()
+        lost = await self._renew(keys=[self._jobs_key], args=[self.worker_id, *entry_ids])
+        return {entry.decode() if isinstance(entry, bytes) else str(entry) for entry in lost}
 
-    async def reclaim(self, count: int) -> list[ClaimedJob]:
-        """Take over jobs whose worker stopped renewing; started ones end with an error, never re-run."""
+    async def reclaim(self, count: int, running: Collection[str] = ()) -> list[ClaimedJob]:
+        """Take over jobs whose worker stopped renewing; started ones end with an error, never re-run, and
+        neither are jobs that ended meanwhile or that this worker itself runs (its own loop stalled)."""
         try:
             reply: Any = await self._commands.xautoclaim(self._jobs_key, keys.WORKER_GROUP, self.worker_id,
                                                     self.lease_ms, self._reclaim_from, count=count)
@@ -98,8 +102,8 @@ class WorkerBroker:
         runnable: list[ClaimedJob] = []
         for entry_id, fields in reply[1]:
             attempt = await self._attempts(entry_id)
-            claimed = self._decode(entry_id, fields, attempt)
-            if claimed is None:
+            claimed = self._decode(entry_id, fields, attempt or 1)
+            if claimed is None or attempt is None or claimed.job.id in running:
                 continue
             if await self._commands.hexists(keys.started(self.model), claimed.job.id):
                 log.warning("job %s lost its worker mid-stream", claimed.job.id, extra={"job": claimed.job.id})
@@ -117,7 +121,9 @@ class WorkerBroker:
         return bool(await self._commands.exists(keys.cancelled(job_id)))
 
     def fail(self, claimed: ClaimedJob, error: ModelPortError) -> None:
-        self.outbox.put(claimed, Failed(error=error.body()))
+        """End a job this worker took over with a verdict, which the gateway takes whichever run it follows."""
+        verdict = ClaimedJob(entry_id=claimed.entry_id, job=claimed.job, attempt=VERDICT)
+        self.outbox.put(verdict, Failed(error=error.body()))
 
     async def listen(self) -> None:
         """Follow cancellations, and announced changes (also after each reconnect, since changes may have
@@ -144,9 +150,10 @@ class WorkerBroker:
     def _cancel_locally(self, job_id: str) -> None:
         self.on_cancel(job_id)
 
-    async def _attempts(self, entry_id: str) -> int:
+    async def _attempts(self, entry_id: str) -> int | None:
+        """How often the entry was delivered; None when it is no longer pending (its job ended meanwhile)."""
         pending = await self._commands.xpending_range(self._jobs_key, keys.WORKER_GROUP, entry_id, entry_id, 1)
-        return int(pending[0]["times_delivered"]) if pending else 1
+        return int(pending[0]["times_delivered"]) if pending else None
 
     def _decode(self, entry_id: bytes | str, fields: dict[bytes, bytes] | None, attempt: int) -> ClaimedJob | None:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -9,12 +9,13 @@ import logging
 import time
 
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.envelope import ENVELOPE_VERSION, Delta, Done, Failed, Usage
+from modelport.protocol.envelope import ENVELOPE_VERSION, Done, Failed, Usage
 from modelport.protocol.errors import (
     Cancelled,
     DeadlineExceeded,
     InvalidRequest,
     ModelPortError,
+    NoWorker,
     UpstreamError,
 )
 from modelport.protocol.outbox import ClaimedJob
@@ -38,6 +39,7 @@ class Worker:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._claims: dict[str, ClaimedJob] = {}
         self._cancelled_by_client: set[str] = set()
+        self._lost: set[str] = set()
         self._slot_freed = asyncio.Event()
         self._retiring: set[asyncio.Task[None]] = set()
         broker.on_cancel = self._cancel
@@ -106,17 +108,29 @@ class Worker:
         await asyncio.gather(*self._running.values(), return_exceptions=True)
 
     async def _maintain(self) -> None:
+        """Heartbeats, leases, and jobs of workers gone silent; any Redis failure (unreachable, out of
+        memory, read-only during a failover) is retried at the next beat, never ends the loop."""
         while True:
             try:
                 await self.broker.heartbeat()
-                await self.broker.renew([claimed.entry_id for claimed in self._claims.values()])
+                lost = await self.broker.renew([claimed.entry_id for claimed in self._claims.values()])
+                for claimed in [claimed for claimed in self._claims.values() if claimed.entry_id in lost]:
+                    self._lose(claimed.job.id)
                 free = self.backend.concurrency - len(self._running)
                 if free > 0:
-                    for job in await self.broker.reclaim(free):
+                    for job in await self.broker.reclaim(free, running=set(self._running)):
                         self._start(job)
             except QUEUE_ERRORS:
                 log.warning("heartbeat failed; retrying")
             await asyncio.sleep(self.heartbeat_s)
+
+    def _lose(self, job_id: str) -> None:
+        """Another worker took the job over while this one stalled: stop it here at once."""
+        task = self._running.get(job_id)
+        if task is not None:
+            log.warning("another worker took job %s over; stopping it here", job_id, extra={"job": job_id})
+            self._lost.add(job_id)
+            task.cancel()
 
     def _start(self, claimed: ClaimedJob) -> None:
         job_id = claimed.job.id
@@ -130,6 +144,7 @@ class Worker:
         self._running.pop(job_id, None)
         self._claims.pop(job_id, None)
         self._cancelled_by_client.discard(job_id)
+        self._lost.discard(job_id)
         self._slot_freed.set()
         self.metrics.running.set(len(self._running))
 
@@ -169,7 +184,7 @@ class Worker:
             log.info("job done in %.0f ms", (time.monotonic() - started) * 1000, extra=fields)
         except asyncio.CancelledError:
             self._after_cancel(claimed, produced)
-            if job.id not in self._cancelled_by_client:
+            if job.id not in self._cancelled_by_client and job.id not in self._lost:
                 raise
         except ModelPortError as exc:
             outbox.put(claimed, Failed(error=exc.body(), usage=Usage(completion_tokens=produced)))
@@ -191,11 +206,18 @@ class Worker:
 
     def _after_cancel(self, claimed: ClaimedJob, produced: int) -> None:
         usage = Usage(completion_tokens=produced)
-        if claimed.job.id in self._cancelled_by_client:
+        if claimed.job.id in self._lost:
+            # If its text already reached the client, the gateway follows this run and the new one's is
+            # dropped: end it cleanly. If not, the gateway follows the new run: say nothing.
+            if claimed.has_published_text:
+                lost = NoWorker("The worker serving this request stalled and lost it mid-stream.", code="worker_lost")
+                self.broker.outbox.put(claimed, Failed(error=lost.body(), usage=usage))
+            self.metrics.finished("lost", produced)
+        elif claimed.job.id in self._cancelled_by_client:
             log.info("job cancelled after %d deltas", produced, extra={"job": claimed.job.id})
             self.metrics.finished("cancelled", produced)
             self.broker.outbox.put(claimed, Failed(error=Cancelled("Cancelled by the client.").body(), usage=usage))
-        elif claimed.marked_started or any(isinstance(event, Delta) for event in claimed.pending):
+        elif claimed.has_published_text:
             error = UpstreamError("The worker shut down mid-stream.", code="worker_shutdown")
             self.broker.outbox.put(claimed, Failed(error=error.body(), usage=usage))
         else:

@@ -46,10 +46,10 @@ class StopText:
         text = self._held + piece
         start = len(self._held)
         for offset, char in enumerate(piece, start):
-            for matcher in self._matchers:
-                if matcher.step(char):
-                    self._held = ""
-                    return text[:offset + 1 - len(matcher.stop)], True
+            completed = [matcher.stop for matcher in self._matchers if matcher.step(char)]
+            if completed:  # of the stops ending here, the longest starts first
+                self._held = ""
+                return text[:offset + 1 - max(map(len, completed))], True
         keep = max((matcher.matched for matcher in self._matchers), default=0)
         self._held = text[len(text) - keep:] if keep else ""
         return text[:len(text) - keep], False
