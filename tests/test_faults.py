@@ -222,6 +222,39 @@ def test_revocation_reaches_every_gateway_within_a_second(faults: System, token:
     assert not pending, f"still accepted after a second by {pending}"
 
 
+def test_a_dead_gateway_releases_what_it_held_within_its_lease(faults: System) -> None:
+    """A gateway killed mid-request held its user's only concurrency slot for the job timeout plus a minute
+    (every gateway refused the user for ~11 minutes, each time with Retry-After: 1)."""
+    doomed_base = faults.gateway(MODELPORT_GATEWAY_LEASE_S="2")
+    doomed = faults.processes[-1]
+    survivor = faults.gateway(MODELPORT_GATEWAY_LEASE_S="2")
+    workers = faults.workers("slowstream")
+    user = f"single-{time.monotonic_ns()}"
+    token = faults.user_with_token("slowstream", user=user)
+    faults.cli("limit", "set", "user", user, "--concurrent", "1")
+    with httpx.stream("POST", f"{doomed_base}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                      json={"model": "slowstream", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+                      timeout=60) as response:
+        assert next(line for line in response.iter_lines() if line.startswith("data: {"))
+        refused = chat(survivor, token, "slowstream", max_tokens=1)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) <= 2
+        doomed.kill()
+    killed_at = time.monotonic()
+    status = 429
+    while status == 429 and time.monotonic() - killed_at < 10:
+        status = chat(survivor, token, "slowstream", max_tokens=1).status_code
+        time.sleep(0.1)
+    released_after = time.monotonic() - killed_at
+    client = redis.Redis.from_url(faults.redis_url)
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    held = sum(int(client.zcount(key, now_ms, "+inf")) for key in client.scan_iter(keys.in_flight(0).replace("0", "*")))
+    client.close()
+    stop_all(workers)
+    assert status == 200 and released_after < 4, f"released after {released_after:.1f} s"
+    assert held == 0, "the dead gateway's in-flight entries expired too"
+
+
 def test_redis_restart_heals_without_restarting_processes(faults: System, token: str,
                                                           private_redis: RedisServer) -> None:
     base = faults.gateway()

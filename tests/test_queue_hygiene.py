@@ -28,7 +28,7 @@ def model_name() -> str:
 
 @pytest.fixture
 async def gateway(redis_server: RedisServer) -> AsyncIterator[GatewayBroker]:
-    broker = GatewayBroker(redis_server.url, job_timeout_s=60)
+    broker = GatewayBroker(redis_server.url)
     await broker.start()
     yield broker
     await broker.close()
@@ -132,3 +132,18 @@ async def test_the_gateway_follows_one_run_and_drops_repeated_events(
     assert text == "once and done" and isinstance(received, Done)
     await probe.aclose()
     await worker.close()
+
+
+async def test_consumers_of_dead_workers_are_swept_once_idle_and_empty(redis_server: RedisServer) -> None:
+    model = model_name()
+    ghost, sweeper = (WorkerBroker(redis_server.url, model, name, lease_ms=100) for name in ("ghost", "sweeper"))
+    await ghost.ensure_group()
+    assert await ghost.claim(1, block_ms=10) == []  # a consumer now, then it "dies" without closing
+    await asyncio.sleep(1.1)  # ten leases
+    assert await sweeper.reclaim(1) == []
+    probe = redis.asyncio.Redis.from_url(redis_server.url)
+    names = {consumer["name"] for consumer in await probe.xinfo_consumers(keys.jobs(model), keys.WORKER_GROUP)}
+    assert b"ghost" not in names
+    await probe.aclose()
+    for broker in (ghost, sweeper):
+        await broker.close()

@@ -44,7 +44,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, GatewayState]]:
         engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
-        broker = GatewayBroker(settings.redis_url, settings.job_timeout_s)
+        broker = GatewayBroker(settings.redis_url, settings.gateway_lease_s)
         auth = Authenticator(sessions, settings.auth_cache_ttl_s)
         usage = UsageWriter(sessions, settings.usage_flush_s, settings.cancel_settle_s,
                             lambda outcome: _recorded(outcome, metrics, broker))

@@ -13,6 +13,9 @@ class GatewaySettings(CommonSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     body_timeout_s: float = Field(default=30.0, gt=0)
     job_timeout_s: float = Field(default=600.0, gt=0)
+    # What a gateway holds for a request (concurrency slots, in-flight entries, places in queue shares) is
+    # renewed every third of this; if the gateway dies, all of it is free again within this.
+    gateway_lease_s: float = Field(default=15.0, ge=1)
     auth_cache_ttl_s: float = Field(default=30.0, gt=0)
     usage_flush_s: float = Field(default=1.0, gt=0)
     cancel_settle_s: float = Field(default=5.0, gt=0)

@@ -26,7 +26,7 @@ WORKER_COMMANDS = (
     "+ping", "+select", "+hello", "+client|setname", "+client|id", "+time",
     "+eval", "+evalsha", "+script|load", "+subscribe", "+unsubscribe",
     "+xreadgroup", "+xclaim", "+xautoclaim", "+xpending", "+xack", "+xdel", "+xadd", "+xlen",
-    "+xgroup|create", "+xgroup|delconsumer",
+    "+xgroup|create", "+xgroup|delconsumer", "+xinfo|consumers",
     "+hset", "+hdel", "+hget", "+hexists", "+exists",
     "+zadd", "+zrem", "+zpopmin", "+zrangebylex", "+zremrangebyscore", "+zcard", "+pexpire", "+incr", "+decr",
 )

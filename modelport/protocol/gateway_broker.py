@@ -47,7 +47,7 @@ WATCH_INTERVAL_S = 1.0
 class GatewayBroker:
     """Owns the gateway's Redis connections and every queue command the gateway issues."""
 
-    def __init__(self, redis_url: str, job_timeout_s: float) -> None:
+    def __init__(self, redis_url: str, lease_s: float = 15.0) -> None:
         self.gateway_id = uuid.uuid4().hex
         self.inbox = keys.inbox(self.gateway_id)
         self._commands = redis_client(redis_url, connections=2, name=f"mp-gateway-{self.gateway_id}")
@@ -60,7 +60,12 @@ class GatewayBroker:
         self._withdraw = self._commands.register_script(scripts.WITHDRAW)
         self._position = self._commands.register_script(scripts.POSITION)
         self._invalidations: asyncio.Queue[bool] = asyncio.Queue()
-        self.limits = RateLimiter(self._commands, lease_ms=int((job_timeout_s + 60) * 1000))
+        self._hold = self._commands.register_script(scripts.HOLD)
+        self._renew_held = self._commands.register_script(scripts.RENEW_HELD)
+        self._held = self._commands.register_script(scripts.HELD)
+        self._lease_ms = int(lease_s * 1000)
+        self._renewed_at = 0.0
+        self.limits = RateLimiter(self._commands, lease_ms=self._lease_ms)
         self._handles: dict[str, JobHandle] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -151,25 +156,26 @@ class GatewayBroker:
         script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model),
                        keys.user_jobs(job.model, job.user_id)]
         args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority, share,
-                                 job.deadline_ms]
+                                 self._lease_ms]
 
         async def run() -> tuple[int, tuple[str, str] | None]:
             async with self._commands.pipeline(transaction=False) as pipe:
                 pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
-                pipe.sadd(keys.in_flight(job.user_id), job.id)
+                pipe.evalsha(self._hold.sha, 1, keys.in_flight(job.user_id), self._lease_ms, job.id)
                 (outcome, member, entry), _ = await pipe.execute()
                 return int(outcome), (member.decode(), entry.decode()) if int(outcome) > 0 else None
 
         try:
             return await run()
         except NoScriptError:
-            await self._commands.script_load(scripts.SUBMIT)
+            for script in (scripts.SUBMIT, scripts.HOLD):
+                await self._commands.script_load(script)
             return await run()
 
     async def abort(self, user_id: int) -> int:
         """Cancel every unfinished job of a user, on whichever gateway it was submitted."""
         try:
-            members = await self._commands.smembers(keys.in_flight(user_id))
+            members = await self._held(keys=[keys.in_flight(user_id)])
             job_ids = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in members]
             async with self._commands.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
@@ -266,7 +272,7 @@ class GatewayBroker:
     async def _release(self, job: Job) -> None:
         """The job has ended: it no longer counts as the user's, for aborting or for their share of the queue."""
         async with self._commands.pipeline(transaction=False) as pipe:
-            pipe.srem(keys.in_flight(job.user_id), job.id)
+            pipe.zrem(keys.in_flight(job.user_id), job.id)
             pipe.zrem(keys.user_jobs(job.model, job.user_id), job.id)
             await pipe.execute()
 
@@ -330,12 +336,28 @@ class GatewayBroker:
         if handle.accepts(int(fields.get(b"a", b"0")), int(fields.get(b"s", b"0"))):
             handle.deliver(decode_event(fields[b"e"]))
 
+    async def _renew_leases(self) -> None:
+        """Every third of a lease, extend what this process holds for its live requests: their in-flight
+        entries, their places in their users' queue shares and their concurrency slots."""
+        if time.monotonic() - self._renewed_at < self._lease_ms / 3000:
+            return
+        self._renewed_at = time.monotonic()
+        held: dict[str, list[str]] = {}
+        for handle in list(self._handles.values()):
+            job = handle.job
+            for key in (keys.in_flight(job.user_id), keys.user_jobs(job.model, job.user_id)):
+                held.setdefault(key, []).append(job.id)
+        for key, members in held.items():
+            await self._renew_held(keys=[key], args=[self._lease_ms, *members])
+        await self.limits.renew()
+
     async def _watch(self) -> None:
-        """Fail fast the jobs of models whose last worker died, and keep the inbox alive."""
+        """Fail fast the jobs of models whose last worker died, keep the inbox alive, renew leases."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
             try:
                 await self._keep_inbox(keys=[self.inbox], args=[INBOX_TTL_MS])
+                await self._renew_leases()
                 for model in {handle.job.model for handle in self._handles.values()}:
                     if await self.live_workers(model) == 0:
                         self._fail_all(NoWorker(f"The last worker serving '{model}' stopped."), model)

@@ -37,7 +37,8 @@ def fair_queue(model: str) -> list[str]:
 
 
 def user_jobs(model: str, user_id: int) -> str:
-    """Sorted set of one user's unfinished jobs of the model, scored by deadline (their share of its queue)."""
+    """Sorted set of one user's unfinished jobs of the model (their share of its queue), scored by the expiry
+    of their lease (see scripts.HOLD)."""
     return f"{PREFIX}:{{{model}}}:user:{user_id}"
 
 
@@ -62,7 +63,7 @@ def limit_keys(subject: str) -> list[str]:
 
 
 def in_flight(user_id: int) -> str:
-    """Set of a user's unfinished job ids, for aborting them all."""
+    """Sorted set of a user's unfinished job ids, for aborting them all, scored by lease expiry (scripts.HOLD)."""
     return f"{PREFIX}:{{user:{user_id}}}:in-flight"
 
 

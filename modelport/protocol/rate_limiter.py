@@ -54,8 +54,20 @@ class RateLimiter:
     def __init__(self, redis: Redis, lease_ms: int) -> None:
         self._admit = redis.register_script(scripts.ADMIT)
         self._settle = redis.register_script(scripts.SETTLE)
+        self._renew = redis.register_script(scripts.RENEW_HELD)
         self._lease_ms = lease_ms
         self._settling: set[asyncio.Task[None]] = set()
+        self._live: dict[str, Admission] = {}  # admissions holding concurrency slots, by request id
+
+    async def renew(self) -> None:
+        """Extend the concurrency slots of this process's live requests by a lease (called every third of
+        one); a gateway that dies stops renewing, and its slots are free within a lease."""
+        held: dict[str, list[str]] = {}
+        for admission in list(self._live.values()):
+            for subject in admission.subjects:
+                held.setdefault(subject.name, []).append(admission.request_id)
+        for subject_name, request_ids in held.items():
+            await self._renew(keys=[keys.limit_keys(subject_name)[3]], args=[self._lease_ms, *request_ids])
 
     async def admit(self, subjects: list[LimitSubject], estimate: int) -> Admission:
         admission = Admission(request_id=uuid.uuid4().hex, estimate=estimate)
@@ -79,11 +91,14 @@ class RateLimiter:
                     headers=_headers(subject, int(requests), int(tokens), int(reset_ms)))
             admission.subjects.append(subject)
             admission.headers = admission.headers or _headers(subject, int(requests), int(tokens), int(reset_ms))
+        if admission.subjects:
+            self._live[admission.request_id] = admission
         return admission
 
     async def settle(self, admission: Admission, tokens: int, *, release: bool = False) -> None:
         """Replace the reservation by the tokens actually used and free the concurrency slot; ``release``
         forgets the request altogether (it never reached a worker)."""
+        self._live.pop(admission.request_id, None)
         for subject in admission.subjects:
             try:
                 await self._settle(keys=keys.limit_keys(subject.name),

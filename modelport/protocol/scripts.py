@@ -55,7 +55,8 @@ end
 """
 
 # KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count, the user's jobs.
-# ARGV: max outstanding jobs, job JSON, job id, user id, priority, the user's share of the queue, deadline ms.
+# ARGV: max outstanding jobs, job JSON, job id, user id, priority, the user's share of the queue, lease ms
+# (the user's jobs are held as HOLD holds, see below).
 # Returns {outcome, member, entry}: outcome 0 when sent to the stream, N > 0 when waiting at fair position N
 # (then its rotation member "priority|user" and its entry "user|turn|job", which POSITION takes), -1
 # without a live worker, -2 when full, -3 when the user already holds their share of the queue.
@@ -68,9 +69,9 @@ local waiting = tonumber(redis.call('GET', KEYS[7]) or '0')
 if redis.call('XLEN', KEYS[2]) + waiting >= tonumber(ARGV[1]) then return {-2, '', ''} end
 redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
 if redis.call('ZCARD', KEYS[8]) >= tonumber(ARGV[6]) then return {-3, '', ''} end
-redis.call('ZADD', KEYS[8], tonumber(ARGV[7]), ARGV[3])
-redis.call('PEXPIREAT', KEYS[8], tonumber(ARGV[7]), 'GT')
-redis.call('PEXPIREAT', KEYS[8], tonumber(ARGV[7]), 'NX')
+redis.call('ZADD', KEYS[8], now + tonumber(ARGV[7]), ARGV[3])
+redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[7]) * 2, 'GT')
+redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[7]) * 2, 'NX')
 if waiting == 0 and undelivered(KEYS[2]) <= 0 then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
   return {0, '', ''}
@@ -201,7 +202,8 @@ if tpd > 0 and day_used > 0 and day_used + estimate > tpd then
   return {'daily_tokens', ms, requests, tokens, ms}
 end
 if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then
-  return {'concurrency', 1000, requests, tokens, reset(KEYS[1])}
+  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  return {'concurrency', math.max(1000, tonumber(first[2]) - now), requests, tokens, reset(KEYS[1])}
 end
 redis.call('ZADD', KEYS[1], now, id)
 redis.call('PEXPIRE', KEYS[1], 61000)
@@ -259,4 +261,41 @@ redis.call('XACK', KEYS[1], 'workers', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[3])
 return 1
+"""
+
+# What a gateway holds on behalf of a request (a concurrency slot, an in-flight entry, a place in a user's
+# share of a queue) is a member of a sorted set scored by the Redis time it expires at: its gateway renews
+# it while the request lives, so a gateway that dies releases everything it held within one lease.
+
+# KEYS: one such set. ARGV: lease ms, member. Holds the member for one lease.
+HOLD = WRITES + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2, 'GT')
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2, 'NX')
+return 1
+"""
+
+# KEYS: one such set. ARGV: lease ms, members. Extends the lease of the members still held.
+RENEW_HELD = WRITES + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local renewed = 0
+for i = 2, #ARGV do
+  renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[i])
+end
+if renewed > 0 then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2, 'GT')
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2, 'NX')
+end
+return renewed
+"""
+
+# KEYS: one such set. The members still held (expired ones are dropped).
+HELD = WRITES + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
 """

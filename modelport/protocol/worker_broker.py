@@ -99,6 +99,8 @@ class WorkerBroker:
             return []
         cursor = reply[0]
         self._reclaim_from = cursor.decode() if isinstance(cursor, bytes) else str(cursor)  # "0-0": scan again
+        if self._reclaim_from == "0-0":
+            await self._sweep_consumers()
         runnable: list[ClaimedJob] = []
         for entry_id, fields in reply[1]:
             attempt = await self._attempts(entry_id)
@@ -116,6 +118,14 @@ class WorkerBroker:
                 log.info("re-running job %s (attempt %d)", claimed.job.id, attempt, extra={"job": claimed.job.id})
                 runnable.append(claimed)
         return runnable
+
+    async def _sweep_consumers(self) -> None:
+        """Delete consumers of workers that died (idle for ten leases) once they hold no entry; a clean exit
+        deletes its own (see close)."""
+        for consumer in await self._commands.xinfo_consumers(self._jobs_key, keys.WORKER_GROUP):
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else str(consumer["name"])
+            if name != self.worker_id and not consumer["pending"] and consumer["idle"] > 10 * self.lease_ms:
+                await self._commands.xgroup_delconsumer(self._jobs_key, keys.WORKER_GROUP, name)
 
     async def was_cancelled(self, job_id: str) -> bool:
         return bool(await self._commands.exists(keys.cancelled(job_id)))
