@@ -235,7 +235,8 @@ def test_a_dead_gateway_releases_what_it_held_within_its_lease(faults: System) -
     with httpx.stream("POST", f"{doomed_base}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
                       json={"model": "slowstream", "stream": True, "messages": [{"role": "user", "content": "x"}]},
                       timeout=60) as response:
-        assert next(line for line in response.iter_lines() if line.startswith("data: {"))
+        lines = response.iter_lines()  # kept: a discarded iterator would close the stream
+        assert next(line for line in lines if line.startswith("data: {"))
         refused = chat(survivor, token, "slowstream", max_tokens=1)
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) <= 2
         doomed.kill()

@@ -197,7 +197,7 @@ def test_redis_out_of_memory_gives_503_never_500(guarded: Guarded) -> None:
     running_job = threading.Thread(target=stream_until, args=(guarded, {**HELLO, "model": "slow"}, 1000))
     running_job.start()
     deadline = time.monotonic() + 10
-    while not admin.smembers(keys.in_flight(1)) and time.monotonic() < deadline:
+    while not admin.zcard(keys.in_flight(1)) and time.monotonic() < deadline:
         time.sleep(0.05)
     admin.config_set("maxmemory", "1")
     try:
