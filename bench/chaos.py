@@ -187,7 +187,8 @@ def leftovers(redis_server: RedisServer, workers: list[Process]) -> dict[str, in
     dead = [name for name in consumers if not any(f"-{worker.handle.pid}-" in name for worker in workers)]
     found = {"pending entries": int(client.xpending(keys.jobs(MODEL), keys.WORKER_GROUP)["pending"]),
              "waiting jobs": int(client.get(waiting) or 0) + int(client.hlen(bodies)),
-             "held slots and entries": held, "consumers of dead workers": len(dead)}
+             "held slots and entries": held, "consumers of dead workers": len(dead),
+             "started marks of ended jobs": int(client.hlen(keys.started(MODEL)))}
     client.close()
     return found
 
@@ -223,14 +224,18 @@ def main() -> None:
         asyncio.run(run())
         time.sleep(20)  # leases (3 s), the consumer sweep (ten worker leases) and usage flushes
         rows = asyncio.run(usage_rows(system.database_url))
-        mismatched = [job for job, text in tally.received.items() if rows.get(job) != [len(text.split())]]
+        missing = [job for job in tally.received if job not in rows]
+        mismatched = [(job, rows[job]) for job, text in tally.received.items()
+                      if job in rows and rows[job] != [len(text.split())]]
         left = leftovers(redis_server, workers)
-        keys_after = redis.Redis.from_url(redis_server.url).dbsize()
+        keys_after = sorted(key.decode() for key in redis.Redis.from_url(redis_server.url).scan_iter())
         print(f"chaos: {args.seconds:.0f} s, {args.clients} clients, acts: {dict(chaos.actions)}")
         print(f"  requests: {sum(tally.outcomes.values())} {dict(tally.outcomes)}")
         print(f"  replies not exactly the model's words once: {len(tally.wrong)} {tally.wrong[:2]}")
-        print(f"  usage rows not matching what the client received: {len(mismatched)} of {len(tally.received)}")
-        print(f"  left behind: {left}; Redis keys before {keys_before}, after {keys_after}")
+        print(f"  completed replies without a usage row: {len(missing)} of {len(tally.received)} (rows a killed "
+              "gateway had not yet written: they are written in batches, once a second)")
+        print(f"  usage rows not counting what the client received: {len(mismatched)} {mismatched[:3]}")
+        print(f"  left behind: {left}; Redis keys before {keys_before}, after {len(keys_after)}: {keys_after}")
     finally:
         system.stop()
         redis_server.stop()
