@@ -16,6 +16,8 @@ from modelport.protocol import keys
 from modelport.protocol.envelope import ENVELOPE_VERSION, ChoiceDelta, Delta, Done, Failed, Job, encode_event
 from modelport.protocol.gateway_broker import GatewayBroker
 from modelport.protocol.worker_broker import WorkerBroker
+from modelport.workers.backends.fake import FakeBackend, FakeConfig
+from modelport.workers.runtime import Worker
 from modelport.workers.settings import WorkerSettings
 from tests.servers import RedisServer
 
@@ -147,3 +149,30 @@ async def test_consumers_of_dead_workers_are_swept_once_idle_and_empty(redis_ser
     await probe.aclose()
     for broker in (ghost, sweeper):
         await broker.close()
+
+
+async def test_fast_answers_leave_no_in_flight_entry_or_timer(gateway: GatewayBroker,
+                                                               redis_server: RedisServer) -> None:
+    """A worker's answer can reach the gateway before ``submit`` has resumed: the job's in-flight entry was
+    then never removed (1-4 % of requests) and its deadline timer stayed armed."""
+    model = model_name()
+    broker = WorkerBroker(redis_server.url, model, "w1")
+    await broker.heartbeat()
+    stop = asyncio.Event()
+    serving = asyncio.create_task(Worker(broker, FakeBackend(FakeConfig(reply="quick"))).run(stop))
+    handles = await asyncio.gather(*(gateway.submit(model, PARAMS, user="u", user_id=99, timeout_s=30,
+                                                    max_queue=1000) for _ in range(300)))
+    for handle in handles:
+        while not isinstance(await asyncio.wait_for(handle.next(), timeout=20), Done | Failed):
+            continue
+    stop.set()
+    await serving
+    probe = redis.asyncio.Redis.from_url(redis_server.url)
+    for _ in range(50):
+        if not await probe.zcard(keys.in_flight(99)):
+            break
+        await asyncio.sleep(0.05)
+    assert await probe.zcard(keys.in_flight(99)) == 0
+    assert await probe.zcard(keys.user_jobs(model, 99)) == 0
+    assert not gateway._timers and not gateway._handles
+    await probe.aclose()
