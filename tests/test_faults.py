@@ -145,7 +145,7 @@ def test_worker_killed_mid_stream_ends_with_an_error_frame_and_done(faults: Syst
                       json={"model": "slowstream", "stream": True, "messages": [{"role": "user", "content": "x"}]},
                       timeout=60) as response:
         lines = response.iter_lines()
-        assert next(line for line in lines if line.startswith("data: {"))
+        first = next(line for line in lines if line.startswith("data: {"))
         holder(faults, "slowstream", workers).kill()
         killed_at = time.monotonic()
         rest = [line for line in lines if line]
@@ -154,6 +154,10 @@ def test_worker_killed_mid_stream_ends_with_an_error_frame_and_done(faults: Syst
     assert rest[-1] == "data: [DONE]"
     assert json.loads(rest[-2].removeprefix("data: "))["error"]["code"] == "worker_lost"
     assert elapsed < 6, f"the error frame took {elapsed:.1f} s"
+    job = json.loads(first.removeprefix("data: "))["id"]
+    [row] = usage_records(faults.database_url, job)
+    assert row.status == 503 and 0 <= (row.ttft_ms or 0) <= row.latency_ms
+    assert row.completion_tokens >= 1, "what the client received before the worker was lost is counted"
 
 
 def test_a_dropped_client_stops_generation_on_the_worker(faults: System, token: str) -> None:
