@@ -162,6 +162,39 @@ def test_one_user_cannot_fill_a_models_whole_queue(guarded: Guarded) -> None:
     assert sorted(a.status_code for a in answers) == [200, 200, 429, 429]
 
 
+def test_a_group_cannot_fill_a_models_whole_queue_either(guarded: Guarded) -> None:
+    """With MODELPORT_QUEUE_GROUP_SHARE=0.5, the members of the high-priority group ``team`` together hold at
+    most 2 of ``slow``'s 4 places; someone outside the group is still admitted."""
+    system = guarded.system
+    system.cli("group", "add", "team", "--priority", "5")
+    system.cli("group", "grant", "team", "slow")
+    members = [system.user_with_token("slow", user=f"member-{i}") for i in range(2)]
+    for i in range(2):
+        system.cli("user", "join", f"member-{i}", "team")
+    base = system.gateway(MODELPORT_QUEUE_GROUP_SHARE="0.5", MODELPORT_QUEUE_USER_SHARE="1")
+    slow = {**HELLO, "model": "slow"}
+    answers: list[httpx.Response] = []
+
+    def ask(token: str) -> None:
+        answers.append(httpx.post(f"{base}/v1/chat/completions", json=slow,
+                                  headers={"Authorization": f"Bearer {token}"}, timeout=30))
+
+    burst = [threading.Thread(target=ask, args=(token,)) for token in (*members, members[0])]
+    for thread in burst:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while not any(answer.status_code == 429 for answer in answers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    outsider = httpx.post(f"{base}/v1/chat/completions", json=slow, timeout=30,
+                          headers={"Authorization": f"Bearer {guarded.other}"})
+    for thread in burst:
+        thread.join()
+    assert sorted(answer.status_code for answer in answers) == [200, 200, 429]
+    [refused] = [answer for answer in answers if answer.status_code == 429]
+    assert error_of(refused)["code"] == "queue_share_exceeded" and "group" in error_of(refused)["message"]
+    assert outsider.status_code == 200
+
+
 async def test_counts_beyond_lua_number_precision_stay_readable(redis_server: RedisServer) -> None:
     """Lua wrote a day counter of 10**15 as "1e+15", which every later admission failed to parse."""
     client = redis_client(redis_server.url, connections=1, name="test-limits")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,6 +39,7 @@ class TokenOwner:
     models: frozenset[str]
     limits: tuple[LimitSubject, ...]
     priority: int
+    group_id: int  # the group that gives the priority (highest priority, then lowest id); 0 for none
 
 
 @dataclass(frozen=True)
@@ -59,14 +60,15 @@ async def token_owner(session: AsyncSession, secret_hash: str) -> TokenOwner | N
     assert token.id is not None and user.id is not None
     models = await permitted_models(session, user.id)
     limits = await applicable_limits(session, token.id, user.id)
-    priority = (await session.exec(
-        select(func.max(Group.priority)).join(Membership, col(Membership.group_id) == col(Group.id))
-        .where(Membership.user_id == user.id))).first()
+    top = (await session.exec(
+        select(Group.priority, Group.id).join(Membership, col(Membership.group_id) == col(Group.id))
+        .where(Membership.user_id == user.id).order_by(col(Group.priority).desc(), col(Group.id)).limit(1))).first()
+    priority, group_id = top if top is not None else (0, 0)
     return TokenOwner(
         token_id=token.id, secret_hash=token.secret_hash, user_id=user.id, user_name=user.name,
         usable=user.active and user.deleted_at is None, revoked=token.revoked_at is not None,
         expires_at=as_utc(token.expires_at) if token.expires_at else None, models=models, limits=limits,
-        priority=priority or 0,
+        priority=priority or 0, group_id=group_id or 0,
     )
 
 

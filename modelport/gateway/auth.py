@@ -35,6 +35,7 @@ class Principal:
     models: frozenset[str]
     limits: tuple[LimitSubject, ...]
     priority: int
+    group_id: int
 
 
 class Authenticator:
@@ -63,7 +64,8 @@ class Authenticator:
             raise AuthenticationFailed("This API key has expired.", code="token_expired")
         if not owner.usable:
             raise AuthenticationFailed("The account owning this API key is disabled.", code="account_disabled")
-        return Principal(owner.token_id, owner.user_id, owner.user_name, owner.models, owner.limits, owner.priority)
+        return Principal(owner.token_id, owner.user_id, owner.user_name, owner.models, owner.limits, owner.priority,
+                         owner.group_id)
 
     async def catalog(self) -> dict[str, ModelEntry]:
         """Every enabled model, for telling an unknown model (404) from a forbidden one (403)."""

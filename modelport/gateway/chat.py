@@ -37,7 +37,8 @@ async def chat_completions(request: Request) -> ASGIApp:
         handle = await state.broker.submit(chat.model, chat.backend_params(), user=principal.user_name,
                                            user_id=principal.user_id, timeout_s=state.settings.job_timeout_s,
                                            max_queue=entry.max_queue, priority=principal.priority,
-                                           user_share=state.settings.queue_user_share)
+                                           user_share=state.settings.queue_user_share, group_id=principal.group_id,
+                                           group_share=state.settings.queue_group_share)
     except BaseException:  # refused, Redis failed, or the client left meanwhile: the admission is released
         limits.settle_soon(admission, 0, release=True)
         raise

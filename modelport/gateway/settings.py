@@ -25,3 +25,5 @@ class GatewaySettings(CommonSettings):
     completion_reserve: int = Field(default=512, ge=1)
     # The part of a model's queue (its max_queue) one user's unfinished requests may fill.
     queue_user_share: float = Field(default=0.5, gt=0, le=1)
+    # The part of a model's queue the members of one group (the group giving them their priority) may fill.
+    queue_group_share: float = Field(default=0.8, gt=0, le=1)

@@ -38,6 +38,7 @@ class Submitted(enum.IntEnum):
     NO_WORKER = -1
     FULL = -2
     SHARE_USED = -3
+    GROUP_SHARE_USED = -4
 
 READ_BLOCK_MS = 1000
 TRIM_INTERVAL_S = 0.5
@@ -111,17 +112,19 @@ class GatewayBroker:
             return False
 
     async def submit(self, model: str, params: dict[str, Any], *, user: str, user_id: int, timeout_s: float,
-                     max_queue: int, priority: int = 0, user_share: float = 1.0) -> JobHandle:
+                     max_queue: int, priority: int = 0, user_share: float = 1.0, group_id: int = 0,
+                     group_share: float = 1.0) -> JobHandle:
         """Queue a job atomically: 503 without a live worker, 429 when the model's queue is full or the user
-        already holds ``user_share`` of it. Under contention it waits in the model's fair queue
-        (``handle.position`` says where)."""
+        already holds ``user_share`` of it (their group, ``group_share``). Under contention it waits in the
+        model's fair queue (``handle.position`` says where)."""
         job = Job(id=f"chatcmpl-{uuid.uuid4().hex}", model=model, params=params, reply_to=self.inbox,
                   deadline_ms=int((time.time() + timeout_s) * 1000), user=user, user_id=user_id)
-        handle = JobHandle(job, self._forget)
+        handle = JobHandle(job, self._forget, group_id)
         self._handles[job.id] = handle
         share = max(1, math.ceil(max_queue * user_share))
+        shared = max(1, math.ceil(max_queue * group_share)) if group_id else max_queue
         try:
-            outcome, queued_as = await self._enqueue(job, max_queue, priority, share)
+            outcome, queued_as = await self._enqueue(handle, max_queue, priority, share, shared)
         except QUEUE_ERRORS:
             self._forget(handle)
             raise NoWorker("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
@@ -132,6 +135,10 @@ class GatewayBroker:
             if outcome == Submitted.SHARE_USED:
                 raise RateLimited(f"You already have {share} unfinished requests for model '{model}', your share of "
                                   "its queue; retry when one ends.", code="queue_share_exceeded", retry_after=1)
+            if outcome == Submitted.GROUP_SHARE_USED:
+                raise RateLimited(f"Your group already has {shared} unfinished requests for model '{model}', its "
+                                  "share of the queue; retry when one ends.", code="queue_share_exceeded",
+                                  retry_after=1)
             raise RateLimited(f"The queue for model '{model}' is full; retry shortly.",
                               code="queue_full", retry_after=1)
         handle.position = outcome
@@ -148,15 +155,16 @@ class GatewayBroker:
         return int(await self._position(keys=[rotation, waiting_jobs, bodies],
                                         args=[*handle.queued_as, handle.job.id]))
 
-    async def _enqueue(self, job: Job, max_queue: int, priority: int,
-                       share: int) -> tuple[int, tuple[str, str] | None]:
+    async def _enqueue(self, handle: JobHandle, max_queue: int, priority: int, share: int,
+                       group_share: int) -> tuple[int, tuple[str, str] | None]:
         """SUBMIT and the in-flight record in one round trip. The script goes by its SHA: redis-py would
         ask SCRIPT EXISTS before every pipeline holding a registered script, a round trip more per request.
         After a Redis restart forgot the script, it is loaded and both commands (idempotent) run again."""
+        job = handle.job
         script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model),
-                       keys.user_jobs(job.model, job.user_id)]
+                       keys.user_jobs(job.model, job.user_id), keys.group_jobs(job.model, handle.group_id)]
         args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority, share,
-                                 self._lease_ms]
+                                 self._lease_ms, group_share]
 
         async def run() -> tuple[int, tuple[str, str] | None]:
             async with self._commands.pipeline(transaction=False) as pipe:
@@ -264,16 +272,19 @@ class GatewayBroker:
         SUBMIT returns."""
         job = handle.job
         if self._handles.pop(job.id, None) is not None:
-            self._background(self._release(job))
+            self._background(self._release(handle))
         timer = self._timers.pop(handle.job.id, None)
         if timer is not None:
             timer.cancel()
 
-    async def _release(self, job: Job) -> None:
-        """The job has ended: it no longer counts as the user's, for aborting or for their share of the queue."""
+    async def _release(self, handle: JobHandle) -> None:
+        """The job has ended: it no longer counts as the user's (for aborting), nor against their and their
+        group's shares of the queue."""
+        job = handle.job
         async with self._commands.pipeline(transaction=False) as pipe:
             pipe.zrem(keys.in_flight(job.user_id), job.id)
             pipe.zrem(keys.user_jobs(job.model, job.user_id), job.id)
+            pipe.zrem(keys.group_jobs(job.model, handle.group_id), job.id)
             await pipe.execute()
 
     def _background(self, command: Awaitable[Any]) -> None:
@@ -345,7 +356,8 @@ class GatewayBroker:
         held: dict[str, list[str]] = {}
         for handle in list(self._handles.values()):
             job = handle.job
-            for key in (keys.in_flight(job.user_id), keys.user_jobs(job.model, job.user_id)):
+            for key in (keys.in_flight(job.user_id), keys.user_jobs(job.model, job.user_id),
+                        keys.group_jobs(job.model, handle.group_id)):
                 held.setdefault(key, []).append(job.id)
         for key, members in held.items():
             await self._renew_held(keys=[key], args=[self._lease_ms, *members])

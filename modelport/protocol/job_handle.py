@@ -14,8 +14,9 @@ Event = Delta | Done | Failed
 class JobHandle:
     """Events of one job in order; ends with exactly one Done or Failed."""
 
-    def __init__(self, job: Job, on_finish: Callable[[JobHandle], None]) -> None:
+    def __init__(self, job: Job, on_finish: Callable[[JobHandle], None], group_id: int = 0) -> None:
         self.job = job
+        self.group_id = group_id  # whose share of the model's queue the job also counts against
         self.started = False
         self.finished = False
         self.position = 0

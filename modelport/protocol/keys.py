@@ -42,6 +42,11 @@ def user_jobs(model: str, user_id: int) -> str:
     return f"{PREFIX}:{{{model}}}:user:{user_id}"
 
 
+def group_jobs(model: str, group_id: int) -> str:
+    """Sorted set of one group's unfinished jobs of the model (the group's share of its queue), as user_jobs."""
+    return f"{PREFIX}:{{{model}}}:group:{group_id}"
+
+
 def started(model: str) -> str:
     """Hash of the model's job ids whose first delta has been published (never re-run)."""
     return f"{PREFIX}:{{{model}}}:started"

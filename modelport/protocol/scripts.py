@@ -54,12 +54,12 @@ local function fair_position(rotation, waiting_jobs, mine, member)
 end
 """
 
-# KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count, the user's jobs.
+# KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count, the user's jobs, the group's jobs.
 # ARGV: max outstanding jobs, job JSON, job id, user id, priority, the user's share of the queue, lease ms
-# (the user's jobs are held as HOLD holds, see below).
+# (the user's and the group's jobs are held as HOLD holds, see below), the group's share.
 # Returns {outcome, member, entry}: outcome 0 when sent to the stream, N > 0 when waiting at fair position N
 # (then its rotation member "priority|user" and its entry "user|turn|job", which POSITION takes), -1
-# without a live worker, -2 when full, -3 when the user already holds their share of the queue.
+# without a live worker, -2 when full, -3 when the user already holds their share of the queue, -4 the group.
 SUBMIT = WRITES + UNDELIVERED + FAIR_POSITION + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -67,11 +67,15 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) == 0 then return {-1, '', ''} end
 local waiting = tonumber(redis.call('GET', KEYS[7]) or '0')
 if redis.call('XLEN', KEYS[2]) + waiting >= tonumber(ARGV[1]) then return {-2, '', ''} end
-redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
-if redis.call('ZCARD', KEYS[8]) >= tonumber(ARGV[6]) then return {-3, '', ''} end
-redis.call('ZADD', KEYS[8], now + tonumber(ARGV[7]), ARGV[3])
-redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[7]) * 2, 'GT')
-redis.call('PEXPIRE', KEYS[8], tonumber(ARGV[7]) * 2, 'NX')
+for i, share in ipairs({ARGV[6], ARGV[8]}) do
+  redis.call('ZREMRANGEBYSCORE', KEYS[7 + i], '-inf', now)
+  if redis.call('ZCARD', KEYS[7 + i]) >= tonumber(share) then return {-2 - i, '', ''} end
+end
+for i = 8, 9 do
+  redis.call('ZADD', KEYS[i], now + tonumber(ARGV[7]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[7]) * 2, 'GT')
+  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[7]) * 2, 'NX')
+end
 if waiting == 0 and undelivered(KEYS[2]) <= 0 then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
   return {0, '', ''}
