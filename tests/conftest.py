@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from modelport.protocol.gateway_broker import GatewayBroker
 from tests.live import UPSTREAM_MODELS, Live
 from tests.servers import PostgresServer, Process, RedisServer, free_port, running, wait_for_port
 from tests.system import System
@@ -18,6 +19,15 @@ DATABASES = ["sqlite", "postgres"]
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     yield from running(RedisServer())
+
+
+@pytest.fixture
+async def gateway(redis_server: RedisServer) -> AsyncIterator[GatewayBroker]:
+    """The gateway's half of the queue, in-process, on the session's Redis."""
+    broker = GatewayBroker(redis_server.url)
+    await broker.start()
+    yield broker
+    await broker.close()
 
 
 @pytest.fixture(scope="session")

@@ -45,14 +45,6 @@ async def keep_alive(broker: WorkerBroker) -> None:
 
 
 @pytest.fixture
-async def gateway(redis_server: RedisServer) -> AsyncIterator[GatewayBroker]:
-    broker = GatewayBroker(redis_server.url)
-    await broker.start()
-    yield broker
-    await broker.close()
-
-
-@pytest.fixture
 async def worker(redis_server: RedisServer) -> AsyncIterator[WorkerBroker]:
     """A worker broker that has announced itself for a model of its own."""
     broker = WorkerBroker(redis_server.url, model_name(), "w1")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio
@@ -26,14 +25,6 @@ PARAMS = {"messages": [{"role": "user", "content": "hi"}]}
 
 def model_name() -> str:
     return f"m-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def gateway(redis_server: RedisServer) -> AsyncIterator[GatewayBroker]:
-    broker = GatewayBroker(redis_server.url)
-    await broker.start()
-    yield broker
-    await broker.close()
 
 
 async def test_a_queued_job_past_its_deadline_leaves_the_queue_at_once(
