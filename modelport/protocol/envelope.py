@@ -76,7 +76,7 @@ class Delta(BaseModel):
     choices: list[ChoiceDelta]
     # How many of the backend's deltas (about a token each) this event carries once merged: what a client
     # was sent, counted when a job ends without the worker's own count (a deadline, a lost worker).
-    pieces: int = 1
+    pieces: int = Field(default=1, ge=0)
 
     def absorb(self, later: Delta) -> None:
         self.pieces += later.pieces
