@@ -138,6 +138,31 @@ def test_a_worker_stalled_past_its_lease_stops_instead_of_streaming_beside_its_r
     stop_all([first, second])
 
 
+def test_a_redis_stall_past_the_socket_timeout_never_shows_a_word_twice(faults: System, token: str,
+                                                                        private_redis: RedisServer) -> None:
+    """SIGSTOP redis-server for a little longer than the 5 s socket timeout while a reply streams: the worker's
+    batch times out and is sent again, though Redis executes the first send when it resumes. The client used to
+    receive those words twice; now it gets the reply once, or one clean error."""
+    base = faults.gateway()
+    workers = faults.workers("stallable")
+    assert private_redis.process is not None
+    with httpx.stream("POST", f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                      json={"model": "stallable", "stream": True, "messages": [{"role": "user", "content": "x"}]},
+                      timeout=60) as response:
+        lines = response.iter_lines()
+        frames = [next(line for line in lines if line.startswith("data: {"))]
+        os.kill(private_redis.process.pid, signal.SIGSTOP)
+        time.sleep(5.5)
+        os.kill(private_redis.process.pid, signal.SIGCONT)
+        frames += [line for line in lines if line.startswith("data: ")]
+    stop_all(workers)
+    chunks = [json.loads(frame.removeprefix("data: ")) for frame in frames if frame != "data: [DONE]"]
+    text = "".join(chunk["choices"][0]["delta"].get("content") or "" for chunk in chunks if chunk.get("choices"))
+    errors = [chunk["error"]["code"] for chunk in chunks if "error" in chunk]
+    assert frames[-1] == "data: [DONE]"
+    assert text == STALLABLE_REPLY or (len(errors) == 1 and STALLABLE_REPLY.startswith(text)), (text, errors)
+
+
 def test_worker_killed_mid_stream_ends_with_an_error_frame_and_done(faults: System, token: str) -> None:
     base = faults.gateway()
     workers = faults.workers("slowstream", "slowstream")
