@@ -52,6 +52,7 @@ class Outbox:
         self._model = model
         self._consumer = consumer
         self._finish = redis.register_script(scripts.FINISH)
+        self._mark_started = redis.register_script(scripts.MARK_STARTED)
         self._on_gateway_gone = on_gateway_gone
         self._waiting: dict[str, ClaimedJob] = {}
         self._wake = asyncio.Event()
@@ -96,7 +97,8 @@ class Outbox:
             try:
                 await self._flush(batch)
             except NoScriptError:
-                await self._redis.script_load(scripts.FINISH)
+                for script in (scripts.MARK_STARTED, scripts.FINISH):
+                    await self._redis.script_load(script)
                 self._retry_later(batch)
                 continue
             except QUEUE_ERRORS:
@@ -123,7 +125,8 @@ class Outbox:
             for entry_id, claimed in batch.items():
                 for sequence, event in claimed.unconfirmed:
                     if isinstance(event, Delta) and not claimed.marked_started:
-                        pipe.hset(started_key, claimed.job.id, 1)
+                        pipe.evalsha(self._mark_started.sha, 2, jobs_key, started_key, entry_id, self._consumer,
+                                     claimed.job.id)
                     fields: dict[FieldT, EncodableT] = {"v": ENVELOPE_VERSION, "j": claimed.job.id,
                                                         "a": claimed.attempt, "s": sequence,
                                                         "e": encode_event(event)}

@@ -256,6 +256,16 @@ return lost
 """
 
 # KEYS: jobs stream, started hash. ARGV: entry id, this worker's consumer name, job id.
+# The job's first delta is about to be published: mark it started (never to be re-run), if this worker
+# still owns it. A worker that lost it while stalled must not mark it again after its new owner ended it.
+MARK_STARTED = WRITES + """
+local pending = redis.call('XPENDING', KEYS[1], 'workers', ARGV[1], ARGV[1], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[3], 1)
+return 1
+"""
+
+# KEYS: jobs stream, started hash. ARGV: entry id, this worker's consumer name, job id.
 # A job's last event is out: its entry leaves the stream, unless another worker owns it now (this one
 # stalled and lost it; the new owner acknowledges it when its own run ends). Returns 1 when acknowledged.
 FINISH = WRITES + """
