@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 INBOX_TTL_MS = 60_000
 READ_BATCH = 1024
+READ_BLOCK_MS = 1000
+TRIM_INTERVAL_S = 0.5
+WATCH_INTERVAL_S = 1.0
 
 
 class Submitted(enum.IntEnum):
@@ -39,10 +42,6 @@ class Submitted(enum.IntEnum):
     FULL = -2
     SHARE_USED = -3
     GROUP_SHARE_USED = -4
-
-READ_BLOCK_MS = 1000
-TRIM_INTERVAL_S = 0.5
-WATCH_INTERVAL_S = 1.0
 
 
 class GatewayBroker:
@@ -121,10 +120,10 @@ class GatewayBroker:
                   deadline_ms=int((time.time() + timeout_s) * 1000), user=user, user_id=user_id)
         handle = JobHandle(job, self._forget, group_id)
         self._handles[job.id] = handle
-        share = max(1, math.ceil(max_queue * user_share))
-        shared = max(1, math.ceil(max_queue * group_share)) if group_id else max_queue
+        user_places = max(1, math.ceil(max_queue * user_share))
+        group_places = max(1, math.ceil(max_queue * group_share)) if group_id else max_queue
         try:
-            outcome, queued_as = await self._enqueue(handle, max_queue, priority, share, shared)
+            outcome, queued_as = await self._enqueue(handle, max_queue, priority, user_places, group_places)
         except QUEUE_ERRORS:
             self._forget(handle)
             raise NoWorker("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
@@ -133,10 +132,11 @@ class GatewayBroker:
             if outcome == Submitted.NO_WORKER:
                 raise NoWorker(f"No worker is serving the model '{model}' right now.")
             if outcome == Submitted.SHARE_USED:
-                raise RateLimited(f"You already have {share} unfinished requests for model '{model}', your share of "
-                                  "its queue; retry when one ends.", code="queue_share_exceeded", retry_after=1)
+                raise RateLimited(f"You already have {user_places} unfinished requests for model '{model}', your "
+                                  "share of its queue; retry when one ends.", code="queue_share_exceeded",
+                                  retry_after=1)
             if outcome == Submitted.GROUP_SHARE_USED:
-                raise RateLimited(f"Your group already has {shared} unfinished requests for model '{model}', its "
+                raise RateLimited(f"Your group already has {group_places} unfinished requests for model '{model}', its "
                                   "share of the queue; retry when one ends.", code="queue_share_exceeded",
                                   retry_after=1)
             raise RateLimited(f"The queue for model '{model}' is full; retry shortly.",
@@ -155,16 +155,16 @@ class GatewayBroker:
         return int(await self._position(keys=[rotation, waiting_jobs, bodies],
                                         args=[*handle.queued_as, handle.job.id]))
 
-    async def _enqueue(self, handle: JobHandle, max_queue: int, priority: int, share: int,
-                       group_share: int) -> tuple[int, tuple[str, str] | None]:
+    async def _enqueue(self, handle: JobHandle, max_queue: int, priority: int, user_places: int,
+                       group_places: int) -> tuple[int, tuple[str, str] | None]:
         """SUBMIT and the in-flight record in one round trip. The script goes by its SHA: redis-py would
         ask SCRIPT EXISTS before every pipeline holding a registered script, a round trip more per request.
         After a Redis restart forgot the script, it is loaded and both commands (idempotent) run again."""
         job = handle.job
         script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model),
                        keys.user_jobs(job.model, job.user_id), keys.group_jobs(job.model, handle.group_id)]
-        args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority, share,
-                                 self._lease_ms, group_share]
+        args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority, user_places,
+                                 self._lease_ms, group_places]
 
         async def run() -> tuple[int, tuple[str, str] | None]:
             async with self._commands.pipeline(transaction=False) as pipe:
