@@ -14,7 +14,7 @@ from modelport.gateway.errors import render_error
 from modelport.gateway.render import CompletionBuilder, StreamRenderer
 from modelport.gateway.usage import Outcome, UsageWriter
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.envelope import Delta, Done, Failed
+from modelport.protocol.envelope import Delta, Done, Event, Failed
 from modelport.protocol.gateway_broker import GatewayBroker
 from modelport.protocol.job_handle import JobHandle
 
@@ -79,7 +79,7 @@ class JobResponse:
 
     async def _send_completion(self, send: Send, first: Delta | Done) -> None:
         builder = CompletionBuilder(self.handle.job.id, self.handle.job.model, int(time.time()))
-        event: Delta | Done | Failed = first
+        event: Event = first
         while isinstance(event, Delta):
             builder.add(event)
             event = await self.handle.next()
@@ -119,7 +119,7 @@ class JobResponse:
         await self._stream_events(send, renderer, [first])
 
     async def _stream_events(self, send: Send, renderer: StreamRenderer,
-                             pending: list[Delta | Done | Failed]) -> None:
+                             pending: list[Event]) -> None:
         while True:
             body = bytearray()
             for event in _merged(pending):
@@ -135,9 +135,9 @@ class JobResponse:
             pending = [await self.handle.next(), *self.handle.ready()]
 
 
-def _merged(events: list[Delta | Done | Failed]) -> list[Delta | Done | Failed]:
+def _merged(events: list[Event]) -> list[Event]:
     """Consecutive deltas become one (sent as one frame); order and content are kept."""
-    merged: list[Delta | Done | Failed] = []
+    merged: list[Event] = []
     for event in events:
         last = merged[-1] if merged else None
         if isinstance(event, Delta) and isinstance(last, Delta):

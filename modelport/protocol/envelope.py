@@ -99,13 +99,13 @@ class Failed(BaseModel):
     usage: Usage | None = None
 
 
-Event = Annotated[Delta | Done | Failed, Field(discriminator="t")]
-EVENT_ADAPTER: TypeAdapter[Delta | Done | Failed] = TypeAdapter(Event)
+Event = Delta | Done | Failed
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Annotated[Event, Field(discriminator="t")])
 
 
-def encode_event(event: Delta | Done | Failed) -> bytes:
+def encode_event(event: Event) -> bytes:
     return event.model_dump_json(exclude_none=True).encode()
 
 
-def decode_event(raw: bytes) -> Delta | Done | Failed:
+def decode_event(raw: bytes) -> Event:
     return EVENT_ADAPTER.validate_json(raw)

@@ -100,10 +100,6 @@ class GatewayBroker:
         for client in (self._commands, self._reader, self._subscriber):
             await client.aclose()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._handles)
-
     async def ping(self) -> bool:
         try:
             return bool(await self._commands.ping())

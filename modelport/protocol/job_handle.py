@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from modelport.protocol.envelope import Delta, Done, Failed, Job
+from modelport.protocol.envelope import Delta, Event, Failed, Job
 from modelport.protocol.errors import ErrorBody
-
-Event = Delta | Done | Failed
 
 
 class JobHandle:

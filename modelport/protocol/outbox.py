@@ -19,11 +19,10 @@ from redis.typing import EncodableT, FieldT
 
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.envelope import ENVELOPE_VERSION, Delta, Done, Failed, Job, encode_event
+from modelport.protocol.envelope import ENVELOPE_VERSION, Delta, Event, Job, encode_event
 
 log = logging.getLogger(__name__)
 
-Event = Delta | Done | Failed
 VERDICT = 0  # the attempt of an event about the job, not from a run of it (see GatewayBroker)
 
 
