@@ -31,7 +31,6 @@ HELLO = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 @dataclass
 class Guarded:
     system: System
-    redis_server: RedisServer
     base: str
     token: str
     other: str
@@ -51,7 +50,7 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[Gu
         for user in ("careful", "bystander"):
             system.cli("user", "join", user, "slow-users")
         system.workers("fake", "slow")
-        yield Guarded(system, redis_server, system.gateway(MODELPORT_BODY_TIMEOUT_S="1"), token, other)
+        yield Guarded(system, system.gateway(MODELPORT_BODY_TIMEOUT_S="1"), token, other)
         system.stop()
 
 
@@ -225,7 +224,7 @@ async def test_a_redis_refusal_on_the_request_path_is_a_503(redis_server: RedisS
 
 def test_redis_out_of_memory_gives_503_never_500(guarded: Guarded) -> None:
     guarded.system.cli("limit", "set", "user", "careful", "--rpm", "1000")
-    admin = redis.Redis.from_url(guarded.redis_server.url)
+    admin = redis.Redis.from_url(guarded.system.redis_url)
     assert post(guarded, HELLO).status_code == 200
     running_job = threading.Thread(target=stream_until, args=(guarded, {**HELLO, "model": "slow"}, 1000))
     running_job.start()
@@ -271,7 +270,7 @@ def test_a_worker_refuses_a_registration_that_names_a_setting_as_its_key(guarded
     registration = {"name": "stolen", "backend": "openai_compat", "enabled": True,
                     "config": {"base_url": "http://127.0.0.1:9/v1", "upstream_model": "m",
                                "api_key_env": "MODELPORT_REDIS_URL"}}
-    admin = redis.Redis.from_url(guarded.redis_server.url)
+    admin = redis.Redis.from_url(guarded.system.redis_url)
     admin.hset(keys.REGISTRATIONS, "stolen", json.dumps(registration))
     admin.close()
     log = guarded.system.logs / "worker-stolen.log"
@@ -349,7 +348,7 @@ def test_token_prefixes_are_matched_literally(guarded: Guarded) -> None:
 def test_workers_outlive_a_spell_of_redis_out_of_memory(guarded: Guarded) -> None:
     """An OutOfMemoryError used to end a worker's heartbeat task for good: the process stayed up, its model
     answered 503 no_worker until someone restarted it."""
-    admin = redis.Redis.from_url(guarded.redis_server.url)
+    admin = redis.Redis.from_url(guarded.system.redis_url)
     admin.config_set("maxmemory", "1")
     try:
         time.sleep(4.0)  # longer than the 3 s lease: every heartbeat in between was refused

@@ -10,6 +10,29 @@ from __future__ import annotations
 WRITES = "#!lua\n"
 READS_ONLY = "#!lua flags=no-writes\n"
 
+# Redis's own clock in milliseconds, as `now`.
+NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# The consumer a jobs-stream entry is pending for, or nil when it is not pending (acknowledged, or gone).
+OWNER = """
+local function owner(stream, entry)
+  local pending = redis.call('XPENDING', stream, 'workers', entry, entry, 1)
+  if #pending == 0 then return nil end
+  return pending[1][2]
+end
+"""
+
+# A sorted set of leased members lives twice the lease, so it outlives every member it holds.
+KEEP_FOR = """
+local function keep_for(key, lease)
+  redis.call('PEXPIRE', key, lease * 2, 'GT')
+  redis.call('PEXPIRE', key, lease * 2, 'NX')
+end
+"""
+
 # Fair queues, per model: a rotation (sorted set of "priority|user" by -priority * 1e12 + turn, users
 # who just started waiting 1e11 earlier, so they go before those being served round-robin), each
 # user's waiting jobs (sorted set of "user|turn|job" with equal scores, read by lex range), the job
@@ -60,7 +83,7 @@ end
 # Returns {outcome, member, entry}: outcome 0 when sent to the stream, N > 0 when waiting at fair position N
 # (then its rotation member "priority|user" and its entry "user|turn|job", which POSITION takes), -1
 # without a live worker, -2 when full, -3 when the user already holds their share of the queue, -4 the group.
-SUBMIT = WRITES + UNDELIVERED + FAIR_POSITION + """
+SUBMIT = WRITES + UNDELIVERED + FAIR_POSITION + KEEP_FOR + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -73,8 +96,7 @@ for i, share in ipairs({ARGV[6], ARGV[8]}) do
 end
 for i = 8, 9 do
   redis.call('ZADD', KEYS[i], now + tonumber(ARGV[7]), ARGV[3])
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[7]) * 2, 'GT')
-  redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[7]) * 2, 'NX')
+  keep_for(KEYS[i], tonumber(ARGV[7]))
 end
 if waiting == 0 and undelivered(KEYS[2]) <= 0 then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
@@ -242,11 +264,10 @@ return 1
 # KEYS: jobs stream. ARGV: this worker's consumer name, then the entry ids of the jobs it runs.
 # Renews the lease of each entry it still owns (idle time reset, delivery count kept) and returns the ids
 # of those it no longer owns: another worker took them over (this one stalled) or they ended.
-RENEW = WRITES + """
+RENEW = WRITES + OWNER + """
 local lost = {}
 for i = 2, #ARGV do
-  local pending = redis.call('XPENDING', KEYS[1], 'workers', ARGV[i], ARGV[i], 1)
-  if #pending > 0 and pending[1][2] == ARGV[1] then
+  if owner(KEYS[1], ARGV[i]) == ARGV[1] then
     redis.call('XCLAIM', KEYS[1], 'workers', ARGV[1], 0, ARGV[i], 'JUSTID')
   else
     table.insert(lost, ARGV[i])
@@ -258,9 +279,8 @@ return lost
 # KEYS: jobs stream, started hash. ARGV: entry id, this worker's consumer name, job id.
 # The job's first delta is about to be published: mark it started (never to be re-run), if this worker
 # still owns it. A worker that lost it while stalled must not mark it again after its new owner ended it.
-MARK_STARTED = WRITES + """
-local pending = redis.call('XPENDING', KEYS[1], 'workers', ARGV[1], ARGV[1], 1)
-if #pending == 0 or pending[1][2] ~= ARGV[2] then return 0 end
+MARK_STARTED = WRITES + OWNER + """
+if owner(KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[3], 1)
 return 1
 """
@@ -268,9 +288,9 @@ return 1
 # KEYS: jobs stream, started hash. ARGV: entry id, this worker's consumer name, job id.
 # A job's last event is out: its entry leaves the stream, unless another worker owns it now (this one
 # stalled and lost it; the new owner acknowledges it when its own run ends). Returns 1 when acknowledged.
-FINISH = WRITES + """
-local pending = redis.call('XPENDING', KEYS[1], 'workers', ARGV[1], ARGV[1], 1)
-if #pending > 0 and pending[1][2] ~= ARGV[2] then return 0 end
+FINISH = WRITES + OWNER + """
+local current = owner(KEYS[1], ARGV[1])
+if current and current ~= ARGV[2] then return 0 end
 redis.call('XACK', KEYS[1], 'workers', ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[3])
@@ -282,34 +302,24 @@ return 1
 # it while the request lives, so a gateway that dies releases everything it held within one lease.
 
 # KEYS: one such set. ARGV: lease ms, member. Holds the member for one lease.
-HOLD = WRITES + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+HOLD = WRITES + KEEP_FOR + NOW + """
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2, 'GT')
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2, 'NX')
+keep_for(KEYS[1], tonumber(ARGV[1]))
 return 1
 """
 
 # KEYS: one such set. ARGV: lease ms, members. Extends the lease of the members still held.
-RENEW_HELD = WRITES + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+RENEW_HELD = WRITES + KEEP_FOR + NOW + """
 local renewed = 0
 for i = 2, #ARGV do
   renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[i])
 end
-if renewed > 0 then
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2, 'GT')
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]) * 2, 'NX')
-end
+if renewed > 0 then keep_for(KEYS[1], tonumber(ARGV[1])) end
 return renewed
 """
 
 # KEYS: one such set. The members still held (expired ones are dropped).
-HELD = WRITES + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+HELD = WRITES + NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
