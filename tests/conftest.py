@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelport.protocol.gateway_broker import GatewayBroker
+from modelport.broker.gateway import GatewayBroker
 from tests.live import UPSTREAM_MODELS, Live
 from tests.servers import PostgresServer, Process, RedisServer, free_port, running, wait_for_port
 from tests.system import System

@@ -20,6 +20,7 @@ import redis
 
 from modelport.cli.redis_acl import redis_url
 from modelport.protocol import acl
+from tests.waiting import until
 
 
 def free_port() -> int:
@@ -30,13 +31,11 @@ def free_port() -> int:
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    until(listening, f"something listens on port {port}", timeout)
 
 
 class Server(Protocol):
@@ -150,8 +149,7 @@ class PostgresServer:
                             str(self.directory), "-h", "127.0.0.1", "-c", "fsync=off", "-c", "max_connections=300"]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
-        time.sleep(0.3)
+        wait_for_port(self.port)  # create_database retries while the server still starts up
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -197,12 +195,10 @@ class Process:
 
 
 def wait_healthy(base_url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
+            return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{base_url} did not become healthy")
+            return False
+
+    until(healthy, f"{base_url} is healthy", timeout)

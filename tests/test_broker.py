@@ -10,17 +10,17 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio
 
+from modelport.broker.gateway import GatewayBroker
+from modelport.broker.job_handle import JobHandle
 from modelport.protocol import keys
-from modelport.protocol.envelope import ChoiceDelta, Delta, Done, Failed, Job
+from modelport.protocol.envelope import ChoiceDelta, Delta, Done, Failed, GenerationParams, Job
 from modelport.protocol.errors import NoWorker, RateLimited
-from modelport.protocol.gateway_broker import GatewayBroker
-from modelport.protocol.job_handle import JobHandle
-from modelport.protocol.worker_broker import WorkerBroker
 from modelport.workers.backends.fake import FakeBackend, FakeConfig
+from modelport.workers.broker import WorkerBroker
 from modelport.workers.runtime import Worker
 from tests.servers import RedisServer
 
-PARAMS = {"messages": [{"role": "user", "content": "hi"}]}
+PARAMS = GenerationParams(messages=[{"role": "user", "content": "hi"}])
 
 
 def model_name() -> str:
@@ -56,27 +56,27 @@ async def worker(redis_server: RedisServer) -> AsyncIterator[WorkerBroker]:
 
 async def test_no_live_worker_is_a_fast_503(gateway: GatewayBroker) -> None:
     with pytest.raises(NoWorker):
-        await gateway.submit(model_name(), PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
+        await gateway.jobs.submit(model_name(), PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
 
 
 async def test_full_queue_is_a_429(gateway: GatewayBroker, worker: WorkerBroker) -> None:
     model = worker.model
     for _ in range(3):
-        await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=3)
+        await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=3)
     with pytest.raises(RateLimited) as rejected:
-        await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=3)
+        await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=3)
     assert rejected.value.retry_after == 1
 
 
 async def test_waiting_jobs_know_their_place_in_the_fair_order(gateway: GatewayBroker, worker: WorkerBroker) -> None:
     model = worker.model
-    a = [await gateway.submit(model, PARAMS, user="a", user_id=11, timeout_s=5, max_queue=100) for _ in range(4)]
-    b = await gateway.submit(model, PARAMS, user="b", user_id=12, timeout_s=5, max_queue=100)
+    a = [await gateway.jobs.submit(model, PARAMS, user="a", user_id=11, timeout_s=5, max_queue=100) for _ in range(4)]
+    b = await gateway.jobs.submit(model, PARAMS, user="b", user_id=12, timeout_s=5, max_queue=100)
     # a[0] went straight to the stream; the rest wait. Round-robin: a[1], then b, then a[2], a[3].
     assert [handle.position for handle in a] == [0, 1, 2, 3] and b.position == 2
 
     async def places() -> list[int]:
-        return [await gateway.position(handle) for handle in (*a, b)]
+        return [await gateway.jobs.position(handle) for handle in (*a, b)]
 
     assert await places() == [0, 1, 3, 4, 2]
     await worker.ensure_group()
@@ -93,7 +93,7 @@ async def test_submit_loads_its_script_again_after_redis_forgot_it(
     model = worker.model
     client = redis.asyncio.Redis.from_url(redis_server.url)
     await client.script_flush()
-    handle = await gateway.submit(model, PARAMS, user="u", user_id=7, timeout_s=5, max_queue=10)
+    handle = await gateway.jobs.submit(model, PARAMS, user="u", user_id=7, timeout_s=5, max_queue=10)
     assert handle.position == 0 and await client.xlen(keys.jobs(model)) == 1
     assert await client.zscore(keys.in_flight(7), handle.job.id) is not None
     await client.aclose()
@@ -107,7 +107,8 @@ async def test_worker_serves_the_queue_without_losing_or_reordering_deltas(
     await broker.heartbeat()
     stop = asyncio.Event()
     running = asyncio.create_task(Worker(broker, backend).run(stop))
-    handles = [await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=100) for _ in range(30)]
+    handles = [await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=100)
+               for _ in range(30)]
     results = await asyncio.gather(*(collect(handle) for handle in handles))
     stop.set()
     await running
@@ -127,11 +128,11 @@ async def test_a_replaced_backend_finishes_its_running_jobs_before_it_closes(
     runtime = Worker(worker, Old(FakeConfig(reply="old words here", delay_ms=100)))
     stop = asyncio.Event()
     running = asyncio.create_task(runtime.run(stop))
-    before = await gateway.submit(worker.model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
+    before = await gateway.jobs.submit(worker.model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
     first = await asyncio.wait_for(before.next(), timeout=10)
     await runtime.replace_backend(FakeBackend(FakeConfig(reply="new")))
     assert not closed, "the old backend closed while a job was still running on it"
-    after = await gateway.submit(worker.model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
+    after = await gateway.jobs.submit(worker.model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
     rest, _ = await collect(before)
     assert isinstance(first, Delta) and f"{first.choices[0].content}{rest}" == "old words here"
     assert (await collect(after))[0] == "new"
@@ -148,7 +149,7 @@ async def test_unstarted_job_of_a_silent_worker_is_rerun_with_bounded_attempts(
     await brokers[0].ensure_group()
     beating = asyncio.create_task(keep_alive(brokers[2]))
     await brokers[2].heartbeat()
-    handle = await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
+    handle = await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
     [claimed] = await brokers[0].claim(1)
     await asyncio.sleep(0.6)
     [rerun] = await brokers[1].reclaim(10)
@@ -171,7 +172,7 @@ async def test_started_job_of_a_dead_worker_ends_with_an_error(
     await dead.ensure_group()
     beating = asyncio.create_task(keep_alive(alive))
     await alive.heartbeat()
-    handle = await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
+    handle = await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
     [claimed] = await dead.claim(1)
     publishing = asyncio.create_task(dead.outbox.run())
     dead.outbox.put(claimed, Delta(choices=[ChoiceDelta(content="partial")]))
@@ -192,9 +193,9 @@ async def test_started_job_of_a_dead_worker_ends_with_an_error(
 async def test_events_of_another_envelope_version_are_refused(
         gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
     model = worker.model
-    handle = await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
+    handle = await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
     client = redis.asyncio.Redis.from_url(redis_server.url)
-    await client.xadd(gateway.inbox, {"v": 99, "j": handle.job.id, "e": b"{}"})
+    await client.xadd(gateway.inbox.key, {"v": 99, "j": handle.job.id, "e": b"{}"})
     _, end = await collect(handle)
     assert isinstance(end, Failed) and end.error.code == "version_mismatch"
 
@@ -203,9 +204,9 @@ async def test_worker_refuses_jobs_of_another_envelope_version(
         gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
     model = worker.model
     await worker.ensure_group()
-    future = Job(v=99, id="chatcmpl-future", model=model, params=PARAMS, reply_to=gateway.inbox, deadline_ms=2**50)
+    future = Job(v=99, id="chatcmpl-future", model=model, params=PARAMS, reply_to=gateway.inbox.key, deadline_ms=2**50)
     handle = JobHandle(future, lambda _: None)
-    gateway._handles[future.id] = handle
+    gateway.jobs.handles[future.id] = handle
     await redis.asyncio.Redis.from_url(redis_server.url).xadd(keys.jobs(model), {"job": future.model_dump_json()})
     stop = asyncio.Event()
     running = asyncio.create_task(Worker(worker, FakeBackend(FakeConfig())).run(stop))
@@ -219,10 +220,10 @@ async def test_a_gateway_uses_four_redis_connections_however_many_jobs(
         gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
     model = worker.model
     probe = redis.asyncio.Redis.from_url(redis_server.url)
-    listening = gateway.invalidations()
+    listening = gateway.announcements.changes()
     await anext(listening)
-    handles = await asyncio.gather(*(gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=1000)
-                                     for _ in range(500)))
+    handles = await asyncio.gather(*(gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=5,
+                                                         max_queue=1000) for _ in range(500)))
     mine = [client for client in await probe.client_list() if gateway.gateway_id in client["name"]]
     assert len(handles) == 500 and 1 <= len(mine) <= 4
     await listening.aclose()

@@ -19,6 +19,7 @@ import redis
 from modelport.protocol import keys
 from tests.servers import Process, RedisServer, running
 from tests.system import System, usage_records
+from tests.waiting import until
 
 STALLABLE_REPLY = " ".join(f"t{i:02d}" for i in range(1, 25))
 FAST_LEASE = {"MODELPORT_LEASE_MS": "1500", "MODELPORT_HEARTBEAT_S": "0.3"}
@@ -317,16 +318,15 @@ def test_a_worker_waits_until_redis_holds_the_registrations_again(faults: System
     client.delete(keys.REGISTRATIONS)
     log = faults.logs / "worker-waiting.log"
     worker = Process(["modelport", "worker", "quick"], faults.worker_env("quick"), log)
-    time.sleep(1.5)
-    assert worker.alive() and "waiting for the registration of quick" in log.read_text()
+    until(lambda: "waiting for the registration of quick" in log.read_text(), "the worker says it waits")
+    assert worker.alive()
     before = set(client.zrange(keys.workers("quick"), 0, -1))
     faults.cli("group", "add", "latecomers")  # any announced change mirrors the registrations again
-    deadline = time.monotonic() + 10
-    while set(client.zrange(keys.workers("quick"), 0, -1)) <= before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    announced = set(client.zrange(keys.workers("quick"), 0, -1)) - before
-    stop_all([worker])
-    assert announced, "the worker did not start serving once its registration was back"
+    try:
+        until(lambda: set(client.zrange(keys.workers("quick"), 0, -1)) - before,
+              "the worker serves once its registration is back")
+    finally:
+        stop_all([worker])
 
 
 def test_a_worker_for_an_unregistered_llm_says_so_and_exits(faults: System) -> None:

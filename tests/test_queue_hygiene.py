@@ -11,16 +11,25 @@ import pytest
 import redis.asyncio
 from pydantic import ValidationError
 
+from modelport.broker.gateway import GatewayBroker
 from modelport.protocol import keys
-from modelport.protocol.envelope import ENVELOPE_VERSION, ChoiceDelta, Delta, Done, Failed, Job, encode_event
-from modelport.protocol.gateway_broker import GatewayBroker
-from modelport.protocol.worker_broker import WorkerBroker
+from modelport.protocol.envelope import (
+    ENVELOPE_VERSION,
+    ChoiceDelta,
+    Delta,
+    Done,
+    Failed,
+    GenerationParams,
+    Job,
+    encode_event,
+)
 from modelport.workers.backends.fake import FakeBackend, FakeConfig
+from modelport.workers.broker import WorkerBroker
 from modelport.workers.runtime import Worker
 from modelport.workers.settings import WorkerSettings
 from tests.servers import RedisServer
 
-PARAMS = {"messages": [{"role": "user", "content": "hi"}]}
+PARAMS = GenerationParams(messages=[{"role": "user", "content": "hi"}])
 
 
 def model_name() -> str:
@@ -32,8 +41,8 @@ async def test_a_queued_job_past_its_deadline_leaves_the_queue_at_once(
     model = model_name()
     worker = WorkerBroker(redis_server.url, model, "w1")
     await worker.heartbeat()
-    await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=30, max_queue=2)
-    expiring = await gateway.submit(model, PARAMS, user="v", user_id=2, timeout_s=0.3, max_queue=2)
+    await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=30, max_queue=2)
+    expiring = await gateway.jobs.submit(model, PARAMS, user="v", user_id=2, timeout_s=0.3, max_queue=2)
     assert expiring.position == 1
     end = await asyncio.wait_for(expiring.next(), timeout=5)
     assert isinstance(end, Failed) and end.error.status == 504
@@ -45,7 +54,7 @@ async def test_a_queued_job_past_its_deadline_leaves_the_queue_at_once(
         await asyncio.sleep(0.05)
     assert int(await probe.get(waiting) or 0) == 0 and not await probe.hexists(bodies, expiring.job.id)
     # before, the expired job still counted against max_queue=2: this submit was refused with queue_full
-    admitted = await gateway.submit(model, PARAMS, user="v", user_id=2, timeout_s=30, max_queue=2)
+    admitted = await gateway.jobs.submit(model, PARAMS, user="v", user_id=2, timeout_s=30, max_queue=2)
     assert admitted.position > 0
     await probe.aclose()
     await worker.close()
@@ -111,13 +120,13 @@ async def test_the_gateway_follows_one_run_and_drops_repeated_events(
     model = model_name()
     worker = WorkerBroker(redis_server.url, model, "w1")
     await worker.heartbeat()
-    handle = await gateway.submit(model, PARAMS, user="u", user_id=1, timeout_s=10, max_queue=10)
+    handle = await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=10, max_queue=10)
     probe = redis.asyncio.Redis.from_url(redis_server.url)
     word = encode_event(Delta(choices=[ChoiceDelta(content="once ")]))
     for attempt, sequence, event in ((2, 1, word), (2, 1, word), (1, 1, encode_event(Delta(choices=[
             ChoiceDelta(content="stale ")]))), (2, 2, encode_event(Delta(choices=[ChoiceDelta(content="and done")]))),
             (2, 3, encode_event(Done()))):
-        await probe.xadd(gateway.inbox, {"v": ENVELOPE_VERSION, "j": handle.job.id, "a": attempt, "s": sequence,
+        await probe.xadd(gateway.inbox.key, {"v": ENVELOPE_VERSION, "j": handle.job.id, "a": attempt, "s": sequence,
                                          "e": event})
     text = ""
     while isinstance(received := await asyncio.wait_for(handle.next(), timeout=5), Delta):
@@ -151,7 +160,7 @@ async def test_fast_answers_leave_no_in_flight_entry_or_timer(gateway: GatewayBr
     await broker.heartbeat()
     stop = asyncio.Event()
     serving = asyncio.create_task(Worker(broker, FakeBackend(FakeConfig(reply="quick"))).run(stop))
-    handles = await asyncio.gather(*(gateway.submit(model, PARAMS, user="u", user_id=99, timeout_s=30,
+    handles = await asyncio.gather(*(gateway.jobs.submit(model, PARAMS, user="u", user_id=99, timeout_s=30,
                                                     max_queue=1000) for _ in range(300)))
     for handle in handles:
         while not isinstance(await asyncio.wait_for(handle.next(), timeout=20), Done | Failed):
@@ -165,5 +174,5 @@ async def test_fast_answers_leave_no_in_flight_entry_or_timer(gateway: GatewayBr
         await asyncio.sleep(0.05)
     assert await probe.zcard(keys.in_flight(99)) == 0
     assert await probe.zcard(keys.user_jobs(model, 99)) == 0
-    assert not gateway._timers and not gateway._handles
+    assert not gateway.jobs.timers and not gateway.jobs.handles
     await probe.aclose()

@@ -18,10 +18,10 @@ import httpx
 import pytest
 import redis
 
+from modelport.broker.limits import LimitSubject, RateLimiter
 from modelport.protocol import keys
 from modelport.protocol.connection import redis_client
 from modelport.protocol.errors import Unavailable
-from modelport.protocol.rate_limiter import LimitSubject, RateLimiter
 from tests.servers import Process, RedisServer, running
 from tests.system import System, environment, usage_by_user, usage_records
 

@@ -19,8 +19,8 @@ from modelport.admin.services import AdminServices
 from modelport.admin.settings import AdminSettings
 from modelport.admin.usage import UsageChartsView
 from modelport.admin.views import VIEWS
+from modelport.broker.admin import AdminBroker
 from modelport.db.engine import create_engine, session_factory
-from modelport.protocol.connection import redis_client
 
 
 def create_admin_app(settings: AdminSettings) -> Starlette:
@@ -30,11 +30,11 @@ def create_admin_app(settings: AdminSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, AdminServices]]:
-        redis = redis_client(settings.redis_url, connections=2, name="mp-admin")
+        broker = AdminBroker(settings.redis_url)
         try:
-            yield {"services": AdminServices(settings, sessions, redis)}
+            yield {"services": AdminServices(settings, sessions, broker)}
         finally:
-            await redis.aclose()
+            await broker.close()
             await engine.dispose()
 
     app = Starlette(lifespan=lifespan, middleware=[

@@ -8,7 +8,6 @@ import asyncio
 import functools
 import logging
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,9 +21,9 @@ from modelport.admin.ldap_directory import (
     dropped_from_directory,
 )
 from modelport.admin.services import AdminServices
-from modelport.db import queries
+from modelport.db import directory, queries
 from modelport.db.directory import PASSWORDS
-from modelport.db.tables import AuditEntry, Group, Membership, User, UserSource
+from modelport.db.tables import User, UserSource
 
 log = logging.getLogger(__name__)
 REFUSED = "Invalid user name or password."
@@ -57,8 +56,7 @@ class ModelPortAuth(AuthProvider):
                 user = None
             if user is None or not user.active or user.deleted_at is not None:
                 raise LoginFailed(REFUSED)
-            session.add(AuditEntry(actor=user.name, action="login", target=user.source.value))
-            await session.commit()
+            await directory.record_login(session, user)
             request.session.update({"user": user.name, "version": user.session_version})
         await services.login_succeeded(username, client)
         return None
@@ -100,38 +98,17 @@ class ModelPortAuth(AuthProvider):
 
 async def _deactivate(services: AdminServices, session: AsyncSession, user: User) -> None:
     """The directory definitely no longer has them: so neither do we, on every gateway at once."""
-    user.active = False
-    session.add(user)
-    session.add(AuditEntry(actor="ldap", action="user.deactivate", target=user.name))
-    await session.commit()
+    await directory.deactivate_user(session, "ldap", user)
     await services.announce("user.deactivate")
 
 
 async def _sync_ldap_user(services: AdminServices, session: AsyncSession, username: str, found: DirectoryUser,
                           user: User | None) -> User:
-    """Create or refresh the local copy of a directory user and its memberships of mapped groups; a user
-    the directory had deactivated (and no administrator changed since) is active again."""
-    if user is not None and not user.active and await queries.deactivated_by_directory(session, user.name):
-        user.active = True
-        session.add(AuditEntry(actor="ldap", action="user.reactivate", target=user.name))
-    user = user or User(name=username, source=UserSource.LDAP)
-    user.display_name, user.email = found.display_name, found.email
-    session.add(user)
-    await session.flush()
+    """Keep the local copy of a directory user, and its memberships of mapped groups, in step."""
     mapping = services.settings.ldap_group_map
-    wanted = {mapping[group] for group in found.groups if group in mapping}
-    groups = (await session.exec(select(Group).where(col(Group.name).in_(set(mapping.values()))))).all()
-    changed = False
-    for group in groups:
-        assert group.id is not None and user.id is not None
-        member = await session.get(Membership, (user.id, group.id))
-        if group.name in wanted and member is None:
-            session.add(Membership(user_id=user.id, group_id=group.id))
-            changed = True
-        elif group.name not in wanted and member is not None:
-            await session.delete(member)
-            changed = True
-    await session.commit()
+    user, changed = await directory.sync_directory_user(
+        session, username, found.display_name, found.email, user, set(mapping.values()),
+        {mapping[group] for group in found.groups if group in mapping})
     if changed:
         await services.announce("user.groups")
     return user

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -13,8 +12,8 @@ from starlette_admin import CustomView
 from starlette_admin.routing import route
 
 from modelport.admin.services import AdminServices
-from modelport.db import directory, queries
-from modelport.db.tables import ApiToken, Group, Membership, User
+from modelport.db import admin_reads, directory, queries
+from modelport.db.tables import User
 
 TOKEN_PERMISSION = "read_api_token"
 MAX_ROW_ID = 2**63
@@ -22,11 +21,7 @@ MAX_ROW_ID = 2**63
 
 async def may_hold_tokens(session: AsyncSession, user: User) -> bool:
     """Administrators, and members of a group holding the ``read_api_token`` permission."""
-    if user.is_admin:
-        return True
-    groups = await session.exec(select(Group).join(Membership, col(Membership.group_id) == col(Group.id))
-                                .where(Membership.user_id == user.id))
-    return any(TOKEN_PERMISSION in group.permissions for group in groups.all())
+    return user.is_admin or TOKEN_PERMISSION in await admin_reads.group_permissions(session, user.id or 0)
 
 
 class ProfileView(CustomView):
@@ -57,7 +52,7 @@ class ProfileView(CustomView):
         if not 0 < token_id < MAX_ROW_ID:  # beyond any row id, and beyond what the database can compare
             return await self._page(request, None, status_code=404)
         async with services.sessions() as session:
-            token = await session.get(ApiToken, token_id)
+            token = await admin_reads.token(session, token_id)
             if token is None or token.user_id != request.state.user.id:
                 return await self._page(request, None, status_code=404)
             await directory.revoke_token(session, request.state.user.name, token.prefix, exact=True)
@@ -71,8 +66,7 @@ class ProfileView(CustomView):
         services: AdminServices = request.state.services
         user: User = request.state.user
         async with services.sessions() as session:
-            tokens = (await session.exec(select(ApiToken).where(ApiToken.user_id == user.id)
-                                         .order_by(col(ApiToken.id).desc()))).all()
+            tokens = await admin_reads.tokens_of(session, user.id or 0)
             models = sorted(await queries.permitted_models(session, user.id or 0))
             allowed = await may_hold_tokens(session, user)
         context: dict[str, Any] = {

@@ -10,13 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import col, select
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette_admin import CustomView
 from starlette_admin.routing import route
 
 from modelport.admin.services import AdminServices
+from modelport.db import admin_reads
 from modelport.db.tables import UsageRecord, User, as_utc, utcnow
 
 CHART_JS = Path(__file__).parent / "static" / "chart.umd.min.js"
@@ -73,10 +73,7 @@ class UsageChartsView(CustomView):
         services: AdminServices = request.state.services
         since = utcnow() - timedelta(days=DAYS)
         async with services.sessions() as session:
-            records = list((await session.exec(select(UsageRecord).where(col(UsageRecord.created_at) >= since)
-                                               .order_by(col(UsageRecord.created_at)))).all())
-            users = (await session.exec(select(User))).all()
-        return records, {user.id or 0: user.name for user in users}
+            return await admin_reads.usage_since(session, since)
 
 
 def _series(table: dict[str, dict[str, list[int]]], days: list[str], field: int) -> list[dict[str, Any]]:

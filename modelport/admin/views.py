@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from sqlalchemy import inspect
 from starlette.requests import Request
 from starlette_admin import (
     BooleanField,
@@ -24,7 +23,7 @@ from starlette_admin.actions import ActionSelection, action
 from starlette_admin.contrib.sqla import ModelView
 from starlette_admin.exceptions import FormValidationError
 
-from modelport.db import directory
+from modelport.db import admin_reads, directory
 from modelport.db.directory import PASSWORDS
 from modelport.db.tables import (
     LLM,
@@ -74,12 +73,13 @@ class AdminView(ModelView):
 async def related_name(request: Request, obj: Any, relation: str, model: type[Any]) -> str:
     """The name of a related row: loaded with the object (a deleted row) or looked up by its id (never a
     lazy load, which async sessions cannot do)."""
-    if relation not in inspect(obj).unloaded:
-        return str(getattr(obj, relation).name)
+    loaded = admin_reads.loaded_name(obj, relation)
+    if loaded is not None:
+        return loaded
     row_id = getattr(obj, f"{relation}_id")
     async with request.state.services.sessions() as session:
-        row = await session.get(model, row_id)
-    return str(row.name) if row is not None else f"#{row_id}"
+        name = await admin_reads.name_of(session, model, row_id)
+    return name if name is not None else f"#{row_id}"
 
 
 class NamedView(AdminView):
@@ -132,20 +132,14 @@ class UserView(NamedView):
             obj.session_version += 1
             return
         async with request.state.services.sessions() as session:
-            stored = await session.get(User, obj.id)
-        obj.password_hash = stored.password_hash if stored is not None else None
+            obj.password_hash = await admin_reads.stored_password_hash(session, obj.id)
 
     @action(name="sign_out", text="Sign out everywhere", confirmation="End every admin session of these users?",
             submit_btn_text="Sign out")
     async def sign_out(self, request: Request, selection: ActionSelection) -> str:
         users: Sequence[User] = await selection.rows()
-        session = request.state.session
-        for user in users:
-            user.session_version += 1
-            session.add(user)
-        await session.commit()
-        for user in users:
-            await request.state.services.changed(request, "user.sign_out", user.name)
+        await directory.sign_out(request.state.session, request.session.get("user", "?"), users)
+        await request.state.services.announce("user.sign_out")
         return f"Signed out {len(users)} user(s)."
 
 

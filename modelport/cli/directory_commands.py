@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from modelport.broker.announcements import announce_change
 from modelport.db import directory, queries
 from modelport.db.engine import create_engine, session_factory
 from modelport.db.tables import LimitScope, utcnow
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.invalidation import announce_change
 from modelport.settings import CommonSettings
 from modelport.workers.backends.registry import validate_config
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
+from modelport.admin.settings import AdminSettings
 from modelport.cli.directory_commands import add_directory_parsers
 from modelport.cli.redis_acl import add_redis_parsers
 from modelport.cli.up import run_up
@@ -22,45 +26,46 @@ from modelport.workers.settings import WorkerSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Each subcommand names its handler (``run``, called with the settings and the arguments, awaited when
+    it is a coroutine function), its settings class and the arguments that override settings fields (their
+    ``dest`` is the field's name)."""
     parser = argparse.ArgumentParser(prog="modelport", description=__doc__)
+    parser.set_defaults(settings=CommonSettings, overrides=())
     commands = parser.add_subparsers(dest="command", required=True)
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
-    db.add_parser("upgrade", help="apply all migrations").set_defaults(run=None, sync=db_upgrade)
+    db.add_parser("upgrade", help="apply all migrations").set_defaults(run=db_upgrade)
     add_directory_parsers(commands)
     add_redis_parsers(commands)
     gateway = commands.add_parser("gateway", help="serve the OpenAI-compatible API")
     gateway.add_argument("--host")
     gateway.add_argument("--port", type=int)
     gateway.add_argument("--workers", type=int, help="gateway processes sharing the port")
-    gateway.set_defaults(run=None, sync=serve_gateway)
+    gateway.set_defaults(run=serve_gateway, settings=GatewaySettings, overrides=("host", "port", "workers"))
     worker = commands.add_parser("worker", help="serve one registered LLM from the queue")
     worker.add_argument("llm")
-    worker.set_defaults(run=None, sync=serve_worker)
+    worker.set_defaults(run=serve_worker, settings=WorkerSettings)
     admin = commands.add_parser("admin", help="serve the admin app (users, groups, models, tokens, usage)")
-    admin.add_argument("--host")
-    admin.add_argument("--port", type=int)
-    admin.set_defaults(run=None, sync=serve_admin)
+    admin.add_argument("--host", dest="admin_host")
+    admin.add_argument("--port", dest="admin_port", type=int)
+    admin.set_defaults(run=serve_admin, settings=AdminSettings, overrides=("admin_host", "admin_port"))
     up = commands.add_parser("up", help="everything on embedded defaults, for a first try")
     up.add_argument("--port", type=int, default=8000, help="the API's port")
     up.add_argument("--admin-port", type=int, default=8100, help="the admin app's port")
-    up.set_defaults(run=None, sync=lambda args: run_up(args.port, args.admin_port))
+    up.set_defaults(run=lambda settings, args: run_up(settings, args.port, args.admin_port))
     return parser
 
 
-def db_upgrade(_args: argparse.Namespace) -> None:
-    upgrade(CommonSettings().database_url)
+def db_upgrade(settings: CommonSettings, _args: argparse.Namespace) -> None:
+    upgrade(settings.database_url)
     print("database schema is up to date")
 
 
-def serve_gateway(args: argparse.Namespace) -> None:
+def serve_gateway(settings: GatewaySettings, _args: argparse.Namespace) -> None:
     import os
     import tempfile
 
     import uvicorn
 
-    overrides = {key: value for key, value in (("host", args.host), ("port", args.port), ("workers", args.workers))
-                 if value is not None}
-    settings = GatewaySettings(**overrides)
     if settings.workers > 1:
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="modelport-metrics-"))
     uvicorn.run("modelport.gateway.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
@@ -69,35 +74,37 @@ def serve_gateway(args: argparse.Namespace) -> None:
                 timeout_graceful_shutdown=10)
 
 
-def serve_admin(args: argparse.Namespace) -> None:
+def serve_admin(settings: AdminSettings, _args: argparse.Namespace) -> None:
     import uvicorn
 
     from modelport.admin.app import create_admin_app
-    from modelport.admin.settings import AdminSettings
 
-    overrides = {key: value for key, value in (("admin_host", args.host), ("admin_port", args.port))
-                 if value is not None}
-    settings = AdminSettings(**overrides)
     uvicorn.run(create_admin_app(settings), host=settings.admin_host, port=settings.admin_port, loop="uvloop",
                 http="httptools", log_level=settings.log_level.lower(), proxy_headers=True)
 
 
-def serve_worker(args: argparse.Namespace) -> None:
+def serve_worker(settings: WorkerSettings, args: argparse.Namespace) -> None:
     import uvloop
 
     from modelport.workers.launch import run_worker
 
-    uvloop.run(run_worker(WorkerSettings(), args.llm))
+    uvloop.run(run_worker(settings, args.llm))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    configure_logging(CommonSettings().log_level)
     try:
-        if args.run is not None:
-            asyncio.run(args.run(CommonSettings(), args))
+        settings = args.settings(**{field: getattr(args, field) for field in args.overrides
+                                    if getattr(args, field) is not None})
+    except ValidationError as exc:
+        print(f"modelport: invalid settings: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(settings.log_level)
+    try:
+        if inspect.iscoroutinefunction(args.run):
+            asyncio.run(args.run(settings, args))
         else:
-            args.sync(args)
+            args.run(settings, args)
     except ModelPortError as exc:
         print(f"modelport: {exc.message}", file=sys.stderr)
         sys.exit(1)

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from modelport.protocol import acl, keys
 from modelport.protocol.errors import InvalidRequest
+from modelport.settings import CommonSettings
 
 
 def redis_url(base: str, user: str, password: str) -> str:
@@ -23,7 +24,7 @@ def redis_url(base: str, user: str, password: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
 
-def write_acl(args: argparse.Namespace) -> None:
+def write_acl(_settings: CommonSettings, args: argparse.Namespace) -> None:
     for model in args.worker:
         if not keys.MODEL_NAME_PATTERN.match(model):
             raise InvalidRequest(f"'{model}' is not a model name.", param="worker")
@@ -48,4 +49,4 @@ def add_redis_parsers(commands: argparse._SubParsersAction[argparse.ArgumentPars
     acl_parser.add_argument("--output", default="users.acl", help="the ACL file to write (mode 0600)")
     acl_parser.add_argument("--url", default="redis://127.0.0.1:6379/0",
                             help="the server's address as processes reach it (rediss://… for TLS)")
-    acl_parser.set_defaults(run=None, sync=write_acl)
+    acl_parser.set_defaults(run=write_acl)

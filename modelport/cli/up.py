@@ -20,10 +20,9 @@ from typing import Any
 import httpx
 
 from modelport.cli.redis_acl import redis_url
-from modelport.db import directory
+from modelport.db import admin_reads, directory
 from modelport.db.engine import create_engine, session_factory
 from modelport.db.migrate import upgrade
-from modelport.db.tables import User
 from modelport.protocol import acl
 from modelport.settings import CommonSettings
 from modelport.workers.backends.registry import validate_config
@@ -62,7 +61,7 @@ async def bootstrap(settings: CommonSettings, credentials: dict[str, str]) -> di
     engine = create_engine(settings.database_url)
     try:
         async with session_factory(engine)() as session:
-            if await session.get(User, 1) is None:
+            if not await admin_reads.has_users(session):
                 await directory.add_user(session, "up", "admin", admin=True, password=password)
             await directory.add_group(session, "up", "everyone", ["read_api_token"])
             await directory.join(session, "up", "admin", "everyone")
@@ -92,7 +91,7 @@ def embedded_redis(credentials: dict[str, str]) -> tuple[Any, str, str]:
             redis_url(base, acl.worker_user(LOCAL_MODEL), credentials["redis_worker_password"]))
 
 
-def run_up(port: int, admin_port: int) -> None:
+def run_up(settings: CommonSettings, port: int, admin_port: int) -> None:
     private_home()
     credentials = saved_credentials()
     env = dict(os.environ)
@@ -100,7 +99,7 @@ def run_up(port: int, admin_port: int) -> None:
     worker_redis_url = env.get("MODELPORT_REDIS_URL", "")
     if "MODELPORT_REDIS_URL" not in env:
         valkey, env["MODELPORT_REDIS_URL"], worker_redis_url = embedded_redis(credentials)
-    settings = CommonSettings(redis_url=env["MODELPORT_REDIS_URL"])
+    settings = settings.model_copy(update={"redis_url": env["MODELPORT_REDIS_URL"]})
     env["MODELPORT_DATABASE_URL"] = settings.database_url
     upgrade(settings.database_url)
     credentials = asyncio.run(bootstrap(settings, credentials))
@@ -151,7 +150,8 @@ def _wait_ready(base: str, token: str) -> None:
 
 
 def _print_banner(port: int, admin_port: int, credentials: dict[str, str]) -> None:
-    body = json.dumps({"model": LOCAL_MODEL, "messages": [{"role": "user", "content": "Hello!"}]})
+    # A small model sampling at temperature 1 may ramble until its context is full: the example stays short.
+    body = json.dumps({"model": LOCAL_MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": "Hello!"}]})
     curl = (f"curl http://127.0.0.1:{port}/v1/chat/completions -H 'Authorization: Bearer {credentials['token']}' "
             f"-H 'Content-Type: application/json' -d {shlex.quote(body)}")
     print(f"""

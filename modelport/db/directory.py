@@ -1,8 +1,9 @@
-"""Changes to users, groups, grants, LLMs and tokens, each written with an audit entry; shared by the
-CLI (and the admin app). Callers announce the change to the gateways after it commits."""
+"""Every change to users, groups, grants, LLMs and tokens, each written with its audit entry (the only
+writer of audit rows), for the CLI and the admin app. Callers announce the change after it commits."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy import ColumnElement
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from modelport.db.queries import deactivated_by_directory
 from modelport.db.secrets import NewToken, new_token
 from modelport.db.tables import (
     LLM,
@@ -22,6 +24,7 @@ from modelport.db.tables import (
     Membership,
     RateLimit,
     User,
+    UserSource,
     utcnow,
 )
 from modelport.protocol import keys
@@ -30,8 +33,15 @@ from modelport.protocol.errors import InvalidRequest, NotFound
 PASSWORDS = PasswordHash.recommended()
 
 
-def _audit(session: AsyncSession, actor: str, action: str, target: str, **detail: Any) -> None:
+def audit(session: AsyncSession, actor: str, action: str, target: str, **detail: Any) -> None:
+    """Add the audit entry of a change to the session (committed with it)."""
     session.add(AuditEntry(actor=actor, action=action, target=target, detail=detail))
+
+
+async def record(session: AsyncSession, actor: str, action: str, target: str) -> None:
+    """Audit a change the admin app's generic views have already committed."""
+    audit(session, actor, action, target)
+    await session.commit()
 
 
 async def _one(session: AsyncSession, kind: type[User] | type[Group] | type[LLM], name: str) -> Any:
@@ -52,7 +62,7 @@ async def add_user(session: AsyncSession, actor: str, name: str, *, admin: bool 
     user = User(name=name, display_name=name, is_admin=admin,
                 password_hash=PASSWORDS.hash(password) if password else None)
     session.add(user)
-    _audit(session, actor, "user.add", name, admin=admin)
+    audit(session, actor, "user.add", name, admin=admin)
     await session.commit()
     return user
 
@@ -62,7 +72,7 @@ async def add_group(session: AsyncSession, actor: str, name: str, permissions: l
     await _require_new(session, Group, name)
     group = Group(name=name, permissions=permissions or [], priority=priority)
     session.add(group)
-    _audit(session, actor, "group.add", name)
+    audit(session, actor, "group.add", name)
     await session.commit()
     return group
 
@@ -73,7 +83,7 @@ async def join(session: AsyncSession, actor: str, user_name: str, group_name: st
     assert user.id is not None and group.id is not None
     if await session.get(Membership, (user.id, group.id)) is None:
         session.add(Membership(user_id=user.id, group_id=group.id))
-    _audit(session, actor, "user.join", user_name, group=group_name)
+    audit(session, actor, "user.join", user_name, group=group_name)
     await session.commit()
 
 
@@ -83,7 +93,7 @@ async def grant(session: AsyncSession, actor: str, group_name: str, llm_name: st
     assert group.id is not None and llm.id is not None
     if await session.get(Grant, (group.id, llm.id)) is None:
         session.add(Grant(group_id=group.id, llm_id=llm.id))
-    _audit(session, actor, "group.grant", group_name, llm=llm_name)
+    audit(session, actor, "group.grant", group_name, llm=llm_name)
     await session.commit()
 
 
@@ -95,7 +105,7 @@ async def add_llm(session: AsyncSession, actor: str, name: str, backend: str, co
     await _require_new(session, LLM, name)
     llm = LLM(name=name, backend=backend, config=config, max_queue=max_queue)
     session.add(llm)
-    _audit(session, actor, "llm.add", name, backend=backend)
+    audit(session, actor, "llm.add", name, backend=backend)
     await session.commit()
     return llm
 
@@ -107,7 +117,7 @@ async def create_token(session: AsyncSession, actor: str, user_name: str, *, nam
     token = new_token()
     session.add(ApiToken(user_id=user.id, name=name, prefix=token.prefix, secret_hash=token.secret_hash,
                          expires_at=expires_at))
-    _audit(session, actor, "token.create", user_name, prefix=token.prefix, name=name)
+    audit(session, actor, "token.create", user_name, prefix=token.prefix, name=name)
     await session.commit()
     return token
 
@@ -122,7 +132,7 @@ async def revoke_token(session: AsyncSession, actor: str, prefix: str, *, exact:
     token = tokens[0]
     token.revoked_at = token.revoked_at or utcnow()
     session.add(token)
-    _audit(session, actor, "token.revoke", token.prefix)
+    audit(session, actor, "token.revoke", token.prefix)
     await session.commit()
     return token
 
@@ -139,7 +149,7 @@ async def set_limits(session: AsyncSession, actor: str, scope: LimitScope, name:
             raise InvalidRequest(f"Limits are zero (unlimited) or positive, not {value}.", param=field)
         setattr(limit, field, value)
     session.add(limit)
-    _audit(session, actor, "limits.set", f"{scope.value}:{name}", **values)
+    audit(session, actor, "limits.set", f"{scope.value}:{name}", **values)
     await session.commit()
     return limit
 
@@ -160,3 +170,51 @@ def _prefix_matches(prefix: str, exact: bool) -> ColumnElement[bool]:
     """Tokens whose prefix is, or starts with, ``prefix`` taken literally (``_`` and ``%`` are not wildcards)."""
     column = col(ApiToken.prefix)
     return column == prefix if exact else column.startswith(prefix, autoescape=True)
+
+
+async def sign_out(session: AsyncSession, actor: str, users: Sequence[User]) -> None:
+    """End every admin session of these users (their session version moves on)."""
+    for user in users:
+        user.session_version += 1
+        session.add(user)
+        audit(session, actor, "user.sign_out", user.name)
+    await session.commit()
+
+
+async def record_login(session: AsyncSession, user: User) -> None:
+    audit(session, user.name, "login", user.source.value)
+    await session.commit()
+
+
+async def deactivate_user(session: AsyncSession, actor: str, user: User) -> None:
+    user.active = False
+    session.add(user)
+    audit(session, actor, "user.deactivate", user.name)
+    await session.commit()
+
+
+async def sync_directory_user(session: AsyncSession, name: str, display_name: str, email: str | None,
+                              user: User | None, mapped_groups: set[str], wanted: set[str]) -> tuple[User, bool]:
+    """Create or refresh the local copy of an LDAP user and its memberships of the ``mapped_groups``
+    (member of those ``wanted``); a user the directory had deactivated (and no administrator changed
+    since) is active again. Returns the user and whether their memberships changed."""
+    if user is not None and not user.active and await deactivated_by_directory(session, user.name):
+        user.active = True
+        audit(session, "ldap", "user.reactivate", user.name)
+    user = user or User(name=name, source=UserSource.LDAP)
+    user.display_name, user.email = display_name, email
+    session.add(user)
+    await session.flush()
+    groups = (await session.exec(select(Group).where(col(Group.name).in_(mapped_groups)))).all()
+    changed = False
+    for group in groups:
+        assert group.id is not None and user.id is not None
+        member = await session.get(Membership, (user.id, group.id))
+        if group.name in wanted and member is None:
+            session.add(Membership(user_id=user.id, group_id=group.id))
+            changed = True
+        elif group.name not in wanted and member is not None:
+            await session.delete(member)
+            changed = True
+    await session.commit()
+    return user, changed

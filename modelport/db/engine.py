@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, make_url
+from sqlalchemy import event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,3 +42,14 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+async def answers(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    """Whether the database answers a trivial query now."""
+    try:
+        async with sessions() as session:
+            connection = await session.connection()
+            await connection.execute(text("SELECT 1"))
+        return True
+    except (SQLAlchemyError, OSError):
+        return False

@@ -10,6 +10,7 @@ from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from modelport.broker.limits import LimitSubject
 from modelport.db.tables import (
     LLM,
     ApiToken,
@@ -23,7 +24,6 @@ from modelport.db.tables import (
     User,
     as_utc,
 )
-from modelport.protocol.rate_limiter import LimitSubject
 from modelport.protocol.registrations import Registration
 
 

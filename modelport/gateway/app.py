@@ -17,6 +17,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
+from modelport.broker.gateway import GatewayBroker
 from modelport.db import queries
 from modelport.db.engine import create_engine, session_factory
 from modelport.gateway import errors, operational
@@ -32,7 +33,6 @@ from modelport.gateway.usage import Outcome, UsageWriter
 from modelport.logs import configure_logging
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import ModelPortError
-from modelport.protocol.gateway_broker import GatewayBroker
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,13 @@ async def _follow_invalidations(broker: GatewayBroker, auth: Authenticator,
                                 sessions: async_sessionmaker[AsyncSession]) -> None:
     """Drop the auth cache on every announced change; on (re)connecting to Redis, which may have restarted
     empty, also restore the LLM registrations workers start from."""
-    async for reconnected in broker.invalidations():
+    async for reconnected in broker.announcements.changes():
         auth.invalidate()
         if not reconnected:
             continue
         try:
             async with sessions() as session:
-                await broker.mirror_registrations(await queries.registrations(session))
+                await broker.restore_registrations(await queries.registrations(session))
         except (SQLAlchemyError, OSError, *QUEUE_ERRORS):
             log.warning("could not restore the LLM registrations in Redis; the next announced change will")
 

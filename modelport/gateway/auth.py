@@ -18,11 +18,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from modelport.broker.limits import LimitSubject
 from modelport.db import queries
 from modelport.db.queries import ModelEntry, TokenOwner
 from modelport.db.secrets import hash_token
 from modelport.protocol.errors import AuthenticationFailed, NotFound, PermissionDenied, Unavailable
-from modelport.protocol.rate_limiter import LimitSubject
 
 MAX_ENTRIES = 50_000
 

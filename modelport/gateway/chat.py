@@ -34,7 +34,7 @@ async def chat_completions(request: Request) -> ASGIApp:
     limits = state.broker.limits
     admission = await limits.admit(list(principal.limits), chat.token_estimate(state.settings.completion_reserve))
     try:
-        handle = await state.broker.submit(chat.model, chat.backend_params(), user=principal.user_name,
+        handle = await state.broker.jobs.submit(chat.model, chat.generation_params(), user=principal.user_name,
                                            user_id=principal.user_id, timeout_s=state.settings.job_timeout_s,
                                            max_queue=entry.max_queue, priority=principal.priority,
                                            user_share=state.settings.queue_user_share, group_id=principal.group_id,
@@ -49,14 +49,14 @@ async def chat_completions(request: Request) -> ASGIApp:
     if stream:
         kind = KuwaRenderer if kuwa else ChunkRenderer
         renderer = kind(handle.job.id, chat.model, int(time.time()), chat.include_usage)
-    return JobResponse(handle, state.broker, state.usage, outcome, renderer, admission.headers)
+    return JobResponse(handle, state.broker.jobs, state.usage, outcome, renderer, admission.headers)
 
 
 async def abort(request: Request) -> Response:
     """``POST /v1.0/chat/abort``: cancel every unfinished request of the caller, on every gateway."""
     state: GatewayState = request.state.gateway
     principal = await state.auth.principal(request.headers.get("authorization"))
-    return FastJSONResponse({"object": "chat.abort", "cancelled": await state.broker.abort(principal.user_id)})
+    return FastJSONResponse({"object": "chat.abort", "cancelled": await state.broker.jobs.abort(principal.user_id)})
 
 
 def wants_stream(chat: ChatCompletionRequest, accept: str, kuwa: bool) -> bool:

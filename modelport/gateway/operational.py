@@ -3,11 +3,10 @@ and ``/metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelport.db import engine
 from modelport.gateway.json_response import FastJSONResponse
 from modelport.gateway.state import GatewayState
 from modelport.protocol.connection import QUEUE_ERRORS
@@ -20,7 +19,7 @@ async def healthz(_request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     state: GatewayState = request.state.gateway
-    checks = {"redis": await state.broker.ping(), "database": await _database_ok(state)}
+    checks = {"redis": await state.broker.ping(), "database": await engine.answers(state.sessions)}
     ready = all(checks.values())
     return FastJSONResponse({"status": "ready" if ready else "unready", "checks": checks},
                             status_code=200 if ready else 503)
@@ -29,17 +28,7 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     state: GatewayState = request.state.gateway
     try:
-        stats = await state.broker.queue_stats(list(await state.auth.catalog()))
+        stats = await state.broker.jobs.queue_stats(list(await state.auth.catalog()))
     except (*QUEUE_ERRORS, ModelPortError):
         stats = {}
     return Response(state.metrics.exposition(stats), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-async def _database_ok(state: GatewayState) -> bool:
-    try:
-        async with state.sessions() as session:
-            connection = await session.connection()
-            await connection.execute(text("SELECT 1"))
-        return True
-    except (SQLAlchemyError, OSError):
-        return False

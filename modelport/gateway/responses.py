@@ -10,13 +10,13 @@ import time
 
 from starlette.types import Receive, Scope, Send
 
+from modelport.broker.job_handle import JobHandle
+from modelport.broker.jobs import JobQueue
 from modelport.gateway.errors import render_error
 from modelport.gateway.render import CompletionBuilder, StreamRenderer
 from modelport.gateway.usage import Outcome, UsageWriter
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.envelope import Delta, Done, Event, Failed
-from modelport.protocol.gateway_broker import GatewayBroker
-from modelport.protocol.job_handle import JobHandle
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,11 @@ QUEUE_COMMENT_S = 5.0
 class JobResponse:
     """Serves one job to one client; ``renderer`` is None for a non-streaming request."""
 
-    def __init__(self, handle: JobHandle, broker: GatewayBroker, usage: UsageWriter, outcome: Outcome,
+    def __init__(self, handle: JobHandle, jobs: JobQueue, usage: UsageWriter, outcome: Outcome,
                  renderer: StreamRenderer | None, headers: dict[str, str]) -> None:
         self.headers = [(name.encode(), value.encode()) for name, value in headers.items()]
         self.handle = handle
-        self.broker = broker
+        self.jobs = jobs
         self.usage = usage
         self.outcome = outcome
         self.renderer = renderer
@@ -57,7 +57,7 @@ class JobResponse:
                 await respond
         self.outcome.ended_at = time.monotonic()
         if client_gone and not self.handle.finished:
-            await self.broker.cancel(self.handle)
+            await self.jobs.cancel(self.handle)
             self.usage.settle_later(self.handle, self.outcome)
             return
         self.usage.record(self.outcome)
@@ -109,7 +109,7 @@ class JobResponse:
 
     async def _queue_comment(self) -> bytes:
         try:
-            position = await self.broker.position(self.handle)
+            position = await self.jobs.position(self.handle)
         except QUEUE_ERRORS:
             return b": still queued\n\n"
         return f": queued, position {position}\n\n".encode() if position else b": starting\n\n"

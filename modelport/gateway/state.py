@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from modelport.broker.gateway import GatewayBroker
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.metrics import GatewayMetrics
 from modelport.gateway.settings import GatewaySettings
 from modelport.gateway.usage import UsageWriter
-from modelport.protocol.gateway_broker import GatewayBroker
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from modelport.broker.job_handle import JobHandle
+from modelport.broker.limits import Admission
 from modelport.db.queries import write_usage
 from modelport.db.tables import UsageRecord, utcnow
 from modelport.gateway.auth import Principal
 from modelport.protocol.envelope import Done, Failed
-from modelport.protocol.job_handle import JobHandle
-from modelport.protocol.rate_limiter import Admission
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,57 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from modelport.protocol.errors import ErrorBody
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
+# Every event names the run (attempt) of its job that produced it, counted from 1; VERDICT marks an event
+# about the job that no run produced (its worker was lost, its attempts are used up).
+VERDICT = 0
+
+
+class GenerationParams(BaseModel):
+    """What a backend generates from: the parameters the client set (validated at the gateway against
+    OpenAI's bounds; None where unset) and, apart, the fields beyond OpenAI's it sent, which only an
+    OpenAI-compatible upstream whose operator allowed them receives."""
+
+    messages: list[dict[str, Any]]
+    temperature: float | None = None
+    top_p: float | None = None
+    n: int | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def completion_limit(self) -> int | None:
+        """The most tokens each choice may have (``max_completion_tokens``, or the older ``max_tokens``)."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    @property
+    def choices(self) -> int:
+        return self.n or 1
+
+    @property
+    def stops(self) -> list[str]:
+        return self.stop or []
+
+    @property
+    def response_type(self) -> str | None:
+        return str(self.response_format.get("type")) if self.response_format else None
+
+    def openai_fields(self) -> dict[str, Any]:
+        """The OpenAI parameters the client set, as OpenAI's API takes them."""
+        return self.model_dump(exclude_none=True, exclude={"extra"})
 
 
 class Job(BaseModel):
@@ -17,7 +67,7 @@ class Job(BaseModel):
     v: int = ENVELOPE_VERSION
     id: str
     model: str
-    params: dict[str, Any]
+    params: GenerationParams
     reply_to: str
     deadline_ms: int
     user: str = ""

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelport.protocol.envelope import GenerationParams
 from modelport.protocol.errors import InvalidRequest
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -122,9 +123,15 @@ class ChatCompletionRequest(WireModel):
         prompt = sum(len(message.model_dump_json(include={"content", "tool_calls"})) for message in self.messages)
         return prompt // 4 + 1 + (self.completion_limit or default_completion) * (self.n or 1)
 
-    def backend_params(self) -> dict[str, Any]:
-        """Everything a backend may pass on: the parameters the client set, minus transport fields."""
-        return self.model_dump(mode="json", exclude_unset=True, exclude={"model", "stream", "stream_options"})
+    def generation_params(self) -> GenerationParams:
+        """What the backend generates from: the parameters the client set, minus transport fields, with a
+        single stop sequence as a list and the fields beyond OpenAI's kept apart."""
+        extra = self.model_extra or {}
+        fields = self.model_dump(mode="json", exclude_unset=True,
+                                 exclude={"model", "stream", "stream_options", *extra})
+        if isinstance(self.stop, str):
+            fields["stop"] = [self.stop]
+        return GenerationParams(**fields, extra=extra)
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:

@@ -14,9 +14,9 @@ import uuid
 
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.registrations import NotRegistered, Registration
-from modelport.protocol.worker_broker import WorkerBroker
 from modelport.workers.backends.registry import build_backend
 from modelport.workers.backends.upstream_policy import UpstreamPolicy
+from modelport.workers.broker import WorkerBroker
 from modelport.workers.metrics import WorkerMetrics
 from modelport.workers.runtime import Worker
 from modelport.workers.settings import WorkerSettings

@@ -18,10 +18,10 @@ from modelport.protocol.errors import (
     NoWorker,
     UpstreamError,
 )
-from modelport.protocol.outbox import ClaimedJob
-from modelport.protocol.worker_broker import WorkerBroker
 from modelport.workers.backends.base import Backend
+from modelport.workers.broker import WorkerBroker
 from modelport.workers.metrics import WorkerMetrics
+from modelport.workers.outbox import ClaimedJob
 
 log = logging.getLogger(__name__)
 

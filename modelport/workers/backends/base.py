@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Protocol
 
-from modelport.protocol.envelope import Delta, Usage
+from modelport.protocol.envelope import Delta, GenerationParams, Usage
 
 
 class Backend(Protocol):
@@ -15,7 +15,7 @@ class Backend(Protocol):
 
     async def start(self) -> None: ...
 
-    def stream(self, params: dict[str, Any]) -> AsyncIterator[Delta | Usage]:
+    def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Usage]:
         """Yield deltas as the model produces them and at most one Usage, last.
 
         Cancelling the consuming task must stop generation; errors are raised as ModelPortError.

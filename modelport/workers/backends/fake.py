@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 from pydantic import BaseModel, Field
 
-from modelport.protocol.envelope import ChoiceDelta, Delta, Usage
+from modelport.protocol.envelope import ChoiceDelta, Delta, GenerationParams, Usage
 from modelport.protocol.errors import InvalidRequest
 
 
@@ -32,21 +31,20 @@ class FakeBackend:
     async def close(self) -> None:
         return None
 
-    def pieces(self, params: dict[str, Any]) -> list[str]:
+    def pieces(self, params: GenerationParams) -> list[str]:
         text = _last_user_text(params) if self.config.echo else self.config.reply
         words = [word + " " for word in text.split(" ")]
         words[-1] = words[-1].rstrip(" ")
         if self.config.chunks is not None:
             words = [words[i % len(words)] for i in range(self.config.chunks)]
-        limit = params.get("max_completion_tokens") or params.get("max_tokens")
-        return words[:limit] if isinstance(limit, int) else words
+        return words[:params.completion_limit] if params.completion_limit else words
 
-    async def stream(self, params: dict[str, Any]) -> AsyncIterator[Delta | Usage]:
-        if any(isinstance(stop, str) and stop == "" for stop in _stops(params)):
+    async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Usage]:
+        if "" in params.stops:
             raise InvalidRequest("Stop sequences must not be empty.", param="stop")
         pieces = self.pieces(params)
-        truncated = len(pieces) < len(self.pieces({"messages": params.get("messages", [])}))
-        for count in range(params.get("n") or 1):
+        truncated = len(pieces) < len(self.pieces(GenerationParams(messages=params.messages)))
+        for count in range(params.choices):
             if self.config.first_delay_ms:
                 await asyncio.sleep(self.config.first_delay_ms / 1000)
             for position, piece in enumerate(pieces):
@@ -55,17 +53,12 @@ class FakeBackend:
                 yield Delta(choices=[ChoiceDelta(index=count, content=piece, finish_reason=finish)])
                 if self.config.delay_ms and not last:
                     await asyncio.sleep(self.config.delay_ms / 1000)
-        prompt = sum(len(str(message.get("content") or "").split()) for message in params.get("messages", []))
-        yield Usage(prompt_tokens=prompt, completion_tokens=len(pieces) * (params.get("n") or 1))
+        prompt = sum(len(str(message.get("content") or "").split()) for message in params.messages)
+        yield Usage(prompt_tokens=prompt, completion_tokens=len(pieces) * params.choices)
 
 
-def _stops(params: dict[str, Any]) -> list[Any]:
-    stop = params.get("stop")
-    return [stop] if isinstance(stop, str) else list(stop or [])
-
-
-def _last_user_text(params: dict[str, Any]) -> str:
-    for message in reversed(params.get("messages", [])):
+def _last_user_text(params: GenerationParams) -> str:
+    for message in reversed(params.messages):
         content = message.get("content")
         if message.get("role") == "user" and isinstance(content, str) and content:
             return content

@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Any
 
 from google import genai
 from google.genai import errors, types
 
-from modelport.protocol.envelope import ChoiceDelta, Delta, Usage
+from modelport.protocol.envelope import ChoiceDelta, Delta, GenerationParams, Usage
 from modelport.protocol.errors import ModelPortError, UpstreamError
 from modelport.workers.backends.gemini_config import GeminiConfig
 from modelport.workers.backends.gemini_messages import contents_and_config
@@ -41,7 +40,7 @@ class GeminiBackend:
         if self._client is not None:
             await self._client.aio.aclose()
 
-    async def stream(self, params: dict[str, Any]) -> AsyncIterator[Delta | Usage]:
+    async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Usage]:
         assert self._client is not None, "start() first"
         contents, config = contents_and_config(params)
         usage: Usage | None = None

@@ -7,13 +7,14 @@ from typing import Any
 
 from google.genai import types
 
+from modelport.protocol.envelope import GenerationParams
 from modelport.protocol.errors import InvalidRequest
 
 
-def contents_and_config(params: dict[str, Any]) -> tuple[list[types.Content], types.GenerateContentConfig]:
+def contents_and_config(params: GenerationParams) -> tuple[list[types.Content], types.GenerateContentConfig]:
     system: list[str] = []
     contents: list[types.Content] = []
-    for position, message in enumerate(params["messages"]):
+    for position, message in enumerate(params.messages):
         role = message["role"]
         if role in ("system", "developer"):
             system.extend(part.text or "" for part in _parts(message.get("content"), position))
@@ -28,19 +29,17 @@ def contents_and_config(params: dict[str, Any]) -> tuple[list[types.Content], ty
     return contents, _config(params, "\n\n".join(system) or None)
 
 
-def _config(params: dict[str, Any], system: str | None) -> types.GenerateContentConfig:
-    stop = params.get("stop")
-    response_format = (params.get("response_format") or {}).get("type")
+def _config(params: GenerationParams, system: str | None) -> types.GenerateContentConfig:
     return types.GenerateContentConfig(
         system_instruction=system,
-        temperature=params.get("temperature"),
-        top_p=params.get("top_p"),
-        max_output_tokens=params.get("max_completion_tokens") or params.get("max_tokens"),
-        stop_sequences=[stop] if isinstance(stop, str) else stop,
-        seed=params.get("seed"),
-        presence_penalty=params.get("presence_penalty"),
-        frequency_penalty=params.get("frequency_penalty"),
-        response_mime_type="application/json" if response_format in ("json_object", "json_schema") else None,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        max_output_tokens=params.completion_limit,
+        stop_sequences=params.stop,
+        seed=params.seed,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        response_mime_type="application/json" if params.response_type in ("json_object", "json_schema") else None,
     )
 
 

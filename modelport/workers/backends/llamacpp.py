@@ -15,7 +15,7 @@ from typing import Any, cast
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from modelport.protocol.envelope import ChoiceDelta, Delta, Usage
+from modelport.protocol.envelope import ChoiceDelta, Delta, GenerationParams, Usage
 from modelport.protocol.errors import ContextLengthExceeded, InvalidRequest
 from modelport.workers.backends.llamacpp_config import BUNDLED, LlamaCppConfig
 from modelport.workers.backends.stop_text import StopText
@@ -71,7 +71,7 @@ class LlamaCppBackend:
                                  param="messages") from None
         return self._llm.tokenize(prompt.encode(), add_bos=False, special=True)
 
-    async def stream(self, params: dict[str, Any]) -> AsyncIterator[Delta | Usage]:
+    async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Usage]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Delta | Usage | BaseException] = asyncio.Queue()
         stop = threading.Event()
@@ -92,29 +92,29 @@ class LlamaCppBackend:
             stop.set()
             await asyncio.shield(generation)
 
-    def _generate(self, params: dict[str, Any], emit: Callable[[Delta | Usage | BaseException], None],
+    def _generate(self, params: GenerationParams, emit: Callable[[Delta | Usage | BaseException], None],
                   stop: threading.Event) -> None:
         try:
             emit(self._run(params, emit, stop))
         except BaseException as exc:  # handed to the event loop, which raises it in the job's task
             emit(exc)
 
-    def _run(self, params: dict[str, Any], emit: Callable[[Delta | Usage | BaseException], None],
+    def _run(self, params: GenerationParams, emit: Callable[[Delta | Usage | BaseException], None],
              stop: threading.Event) -> Usage:
         llm = self._llm
         assert llm is not None
-        prompt = self.prompt_tokens(params["messages"])
+        prompt = self.prompt_tokens(params.messages)
         room = self.config.n_ctx - len(prompt)
         if room <= 0:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {self.config.n_ctx} tokens. However, your messages "
                 f"resulted in {len(prompt)} tokens.", param="messages")
-        limit = min(params.get("max_completion_tokens") or params.get("max_tokens") or room, room)
-        llm.set_seed(params["seed"] if params.get("seed") is not None else random.randrange(2**31))
-        text = StopText(_stops(params.get("stop")) + self._stops)
+        limit = min(params.completion_limit or room, room)
+        llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
+        text = StopText([stop for stop in params.stops if stop] + self._stops)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         produced, finish, opened = 0, "length", False
-        for token in llm.generate(prompt, temp=params.get("temperature", 1.0), top_p=params.get("top_p", 1.0),
+        for token in llm.generate(prompt, temp=_or(params.temperature, 1.0), top_p=_or(params.top_p, 1.0),
                                   reset=True):
             if stop.is_set() or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
                 finish = "stop"
@@ -147,5 +147,5 @@ def _flatten(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "content": content or ""}
 
 
-def _stops(stop: str | list[str] | None) -> list[str]:
-    return [stop] if isinstance(stop, str) else [item for item in stop or [] if item]
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value

@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, Field
 
-from modelport.protocol.envelope import ChoiceDelta, Delta, ToolCallFragment, Usage
+from modelport.protocol.envelope import ChoiceDelta, Delta, GenerationParams, ToolCallFragment, Usage
 from modelport.protocol.errors import (
     ContextLengthExceeded,
     DeadlineExceeded,
@@ -25,14 +25,8 @@ from modelport.protocol.errors import (
     RateLimited,
     UpstreamError,
 )
-from modelport.protocol.openai_wire import ChatCompletionRequest
 
 log = logging.getLogger(__name__)
-
-# The OpenAI parameters an OpenAI-compatible upstream takes as they are; anything else a client sends is
-# dropped unless the LLM's config lists it in ``extra_params`` (vLLM's ``top_k``, say).
-OPENAI_PARAMS = frozenset(ChatCompletionRequest.model_fields) - {"model", "stream", "stream_options"}
-
 
 class OpenAICompatConfig(BaseModel):
     base_url: str
@@ -41,7 +35,8 @@ class OpenAICompatConfig(BaseModel):
     timeout_s: float = Field(default=600.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     concurrency: int = Field(default=256, ge=1)
-    # Request fields beyond OpenAI's that clients may pass on to this upstream (an operator's choice).
+    # Request fields beyond OpenAI's that clients may pass on to this upstream (vLLM's ``top_k``, say; an
+    # operator's choice); the OpenAI parameters always go, anything else a client sends is dropped.
     extra_params: list[str] = Field(default_factory=list, max_length=64)
 
 
@@ -52,7 +47,7 @@ class OpenAICompatBackend:
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         self._session: aiohttp.ClientSession | None = None
-        self._forwarded = OPENAI_PARAMS | set(config.extra_params)
+        self._extra_params = frozenset(config.extra_params)
 
     async def start(self) -> None:
         if self.config.api_key_env:
@@ -69,10 +64,10 @@ class OpenAICompatBackend:
         if self._session is not None:
             await self._session.close()
 
-    async def stream(self, params: dict[str, Any]) -> AsyncIterator[Delta | Usage]:
+    async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Usage]:
         assert self._session is not None, "start() first"
-        forwarded = {name: value for name, value in params.items() if name in self._forwarded}
-        body = orjson.dumps({**forwarded, "model": self.config.upstream_model, "stream": True,
+        extra = {name: value for name, value in params.extra.items() if name in self._extra_params}
+        body = orjson.dumps({**extra, **params.openai_fields(), "model": self.config.upstream_model, "stream": True,
                              "stream_options": {"include_usage": True}})
         try:
             async with self._session.post(self._url, data=body, headers=self._headers) as response:

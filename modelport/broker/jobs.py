@@ -1,112 +1,59 @@
-"""The gateway side of the queue: submit jobs, read every job's events from one inbox, cancel, invalidate.
-
-A process holds four Redis connections however many streams are open: one blocking inbox reader,
-one pub/sub subscriber and a pool of two for commands.
-"""
+"""Submitting a gateway's jobs and following each to its end."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import Awaitable
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
+from modelport.broker.job_handle import JobHandle
 from modelport.protocol import keys, scripts
-from modelport.protocol.connection import QUEUE_ERRORS, redis_client
-from modelport.protocol.envelope import ENVELOPE_VERSION, Job, decode_event
+from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.envelope import GenerationParams, Job
 from modelport.protocol.errors import Cancelled, DeadlineExceeded, ModelPortError, NoWorker, RateLimited, Unavailable
-from modelport.protocol.job_handle import JobHandle
-from modelport.protocol.rate_limiter import RateLimiter
-from modelport.protocol.registrations import Registration, mirror
+from modelport.protocol.scripts import Submitted
 
 log = logging.getLogger(__name__)
 
-INBOX_TTL_MS = 60_000
-READ_BATCH = 1024
-READ_BLOCK_MS = 1000
-TRIM_INTERVAL_S = 0.5
-WATCH_INTERVAL_S = 1.0
 
 
-class Submitted(enum.IntEnum):
-    """SUBMIT's refusals (a positive outcome is the job's place in the fair queue, 0 straight to a worker)."""
+class JobQueue:
+    """Submits a gateway's jobs and follows each to its end: fair-queue position, cancellation, aborting a
+    user's jobs, deadlines, the leases of what its live jobs hold, and failing them when their model's last
+    worker stops."""
 
-    NO_WORKER = -1
-    FULL = -2
-    SHARE_USED = -3
-    GROUP_SHARE_USED = -4
-
-
-class GatewayBroker:
-    """Owns the gateway's Redis connections and every queue command the gateway issues."""
-
-    def __init__(self, redis_url: str, lease_s: float = 15.0) -> None:
-        self.gateway_id = uuid.uuid4().hex
-        self.inbox = keys.inbox(self.gateway_id)
-        self._commands = redis_client(redis_url, connections=2, name=f"mp-gateway-{self.gateway_id}")
-        self._reader = redis_client(redis_url, connections=1, name=f"mp-gateway-{self.gateway_id}-inbox")
-        self._subscriber = redis_client(redis_url, connections=1, name=f"mp-gateway-{self.gateway_id}-sub",
-                                        socket_timeout=30.0)
-        self._submit = self._commands.register_script(scripts.SUBMIT)
-        self._live = self._commands.register_script(scripts.LIVE_WORKERS)
-        self._keep_inbox = self._commands.register_script(scripts.KEEP_INBOX)
-        self._withdraw = self._commands.register_script(scripts.WITHDRAW)
-        self._position = self._commands.register_script(scripts.POSITION)
-        self._invalidations: asyncio.Queue[bool] = asyncio.Queue()
-        self._hold = self._commands.register_script(scripts.HOLD)
-        self._renew_held = self._commands.register_script(scripts.RENEW_HELD)
-        self._held = self._commands.register_script(scripts.HELD)
-        self._lease_ms = int(lease_s * 1000)
-        self._renewed_at = 0.0
-        self.limits = RateLimiter(self._commands, lease_ms=self._lease_ms)
-        self._handles: dict[str, JobHandle] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._readers: list[asyncio.Task[None]] = []
-        self._closing = False
-        self._last_id = "0-0"
-        self._trimmed_at = 0.0
-
-    async def start(self) -> None:
-        with contextlib.suppress(*QUEUE_ERRORS):
-            await self._keep_inbox(keys=[self.inbox], args=[INBOX_TTL_MS])
-        self._readers = [asyncio.create_task(self._read_inbox()), asyncio.create_task(self._listen())]
-        self._tasks = [asyncio.create_task(self._watch())]
+    def __init__(self, commands: Redis, inbox: str, lease_ms: int) -> None:
+        self.inbox = inbox
+        self._commands = commands
+        self._lease_ms = lease_ms
+        self._submit = commands.register_script(scripts.SUBMIT)
+        self._live = commands.register_script(scripts.LIVE_WORKERS)
+        self._withdraw = commands.register_script(scripts.WITHDRAW)
+        self._position = commands.register_script(scripts.POSITION)
+        self._hold = commands.register_script(scripts.HOLD)
+        self._renew_held = commands.register_script(scripts.RENEW_HELD)
+        self._held = commands.register_script(scripts.HELD)
+        self.handles: dict[str, JobHandle] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
-        # The readers are not cancelled mid-read (redis-py on Python 3.11 can swallow that cancellation);
-        # they see the flag when their blocking read returns, within a second.
-        self._closing = True
-        for timer in self._timers.values():
+        """Stop the deadlines and cancel every job still running (its worker stops it)."""
+        for timer in self.timers.values():
             timer.cancel()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._readers:
-            await asyncio.wait(self._readers, timeout=READ_BLOCK_MS / 1000 + 2)
-            for reader in self._readers:
-                reader.cancel()
-        for handle in list(self._handles.values()):
+        for handle in list(self.handles.values()):
             await self.cancel(handle)
-        with contextlib.suppress(*QUEUE_ERRORS):
-            await self._commands.delete(self.inbox)
-        for client in (self._commands, self._reader, self._subscriber):
-            await client.aclose()
 
-    async def ping(self) -> bool:
-        try:
-            return bool(await self._commands.ping())
-        except QUEUE_ERRORS:
-            return False
-
-    async def submit(self, model: str, params: dict[str, Any], *, user: str, user_id: int, timeout_s: float,
+    async def submit(self, model: str, params: GenerationParams, *, user: str, user_id: int, timeout_s: float,
                      max_queue: int, priority: int = 0, user_share: float = 1.0, group_id: int = 0,
                      group_share: float = 1.0) -> JobHandle:
         """Queue a job atomically: 503 without a live worker, 429 when the model's queue is full or the user
@@ -115,7 +62,7 @@ class GatewayBroker:
         job = Job(id=f"chatcmpl-{uuid.uuid4().hex}", model=model, params=params, reply_to=self.inbox,
                   deadline_ms=int((time.time() + timeout_s) * 1000), user=user, user_id=user_id)
         handle = JobHandle(job, self._forget, group_id)
-        self._handles[job.id] = handle
+        self.handles[job.id] = handle
         user_places = max(1, math.ceil(max_queue * user_share))
         group_places = max(1, math.ceil(max_queue * group_share)) if group_id else max_queue
         try:
@@ -140,7 +87,7 @@ class GatewayBroker:
         handle.position = outcome
         handle.queued_as = queued_as
         if not handle.finished:  # a fast worker may have answered already
-            self._timers[job.id] = asyncio.get_running_loop().call_later(timeout_s, self._expire, handle)
+            self.timers[job.id] = asyncio.get_running_loop().call_later(timeout_s, self._expire, handle)
         return handle
 
     async def position(self, handle: JobHandle) -> int:
@@ -214,35 +161,10 @@ class GatewayBroker:
     async def live_workers(self, model: str) -> int:
         return int(await self._live(keys=[keys.workers(model)]))
 
-    async def invalidations(self) -> AsyncGenerator[bool]:
-        """Yields whenever cached authorisation may be stale: False on each announced change, True after
-        each (re)subscription, when Redis may also have lost state (a restart) that the gateway must restore."""
-        while True:
-            yield await self._invalidations.get()
-
-    async def _listen(self) -> None:
-        """Follow the announcement and cancellation channels on the subscriber connection."""
-        while not self._closing:
-            try:
-                async with self._subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(keys.INVALIDATE_CHANNEL, keys.CANCEL_CHANNEL)
-                    self._invalidations.put_nowait(True)
-                    while not self._closing:
-                        message = await pubsub.get_message(timeout=READ_BLOCK_MS / 1000)
-                        if message is None:
-                            continue
-                        if message["channel"] == keys.CANCEL_CHANNEL.encode():
-                            self._withdraw_if_waiting(message["data"].decode())
-                        else:
-                            self._invalidations.put_nowait(False)
-            except QUEUE_ERRORS:
-                log.warning("announcement channels lost; reconnecting")
-                await asyncio.sleep(0.5)
-
-    def _withdraw_if_waiting(self, job_id: str) -> None:
+    def withdraw_if_waiting(self, job_id: str) -> None:
         """A cancelled job of this gateway that still waits in its model's fair queue ends now, instead of
         when a worker reaches it (behind other users' jobs, that can take long)."""
-        handle = self._handles.get(job_id)
+        handle = self.handles.get(job_id)
         if handle is not None:
             self._withdraw_waiting(handle)
 
@@ -259,17 +181,14 @@ class GatewayBroker:
 
         self._background(withdraw())
 
-    async def mirror_registrations(self, registrations: list[Registration]) -> None:
-        await mirror(self._commands, registrations)
-
     def _forget(self, handle: JobHandle) -> None:
         """The job has ended (or was refused): release what it held. This may run before ``submit`` has
         resumed, when a fast worker's answer arrives first, so it does not depend on anything submit does after
         SUBMIT returns."""
         job = handle.job
-        if self._handles.pop(job.id, None) is not None:
+        if self.handles.pop(job.id, None) is not None:
             self._background(self._release(handle))
-        timer = self._timers.pop(handle.job.id, None)
+        timer = self.timers.pop(handle.job.id, None)
         if timer is not None:
             timer.cancel()
 
@@ -291,8 +210,9 @@ class GatewayBroker:
             except QUEUE_ERRORS:
                 log.warning("bookkeeping command failed")
 
-        self._tasks = [task for task in self._tasks if not task.done()]
-        self._tasks.append(asyncio.create_task(run()))
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _expire(self, handle: JobHandle) -> None:
         self._abandon(handle, DeadlineExceeded("The model did not finish before the request's deadline."))
@@ -304,71 +224,25 @@ class GatewayBroker:
         self._withdraw_waiting(handle)
         self._background(self.cancel(handle))
 
-    def _fail_all(self, error: ModelPortError, model: str | None = None) -> None:
-        for handle in list(self._handles.values()):
+    def fail_all(self, error: ModelPortError, model: str | None = None) -> None:
+        for handle in list(self.handles.values()):
             if model is None or handle.job.model == model:
                 self._abandon(handle, error)
 
-    async def _read_inbox(self) -> None:
-        while not self._closing:
-            try:
-                await self._read_batch()
-            except QUEUE_ERRORS:
-                log.warning("lost the job queue connection; failing %d in-flight jobs", len(self._handles))
-                self._fail_all(NoWorker("The connection to the job queue was lost.", code="queue_unavailable"))
-                await asyncio.sleep(0.5)
-                with contextlib.suppress(*QUEUE_ERRORS):
-                    await self._keep_inbox(keys=[self.inbox], args=[INBOX_TTL_MS])
-
-    async def _read_batch(self) -> None:
-        reply: Any = await self._reader.xread({self.inbox: self._last_id}, count=READ_BATCH, block=READ_BLOCK_MS)
-        if not reply:
-            return
-        entries = reply[0][1]
-        for _entry_id, fields in entries:
-            self._dispatch(fields)
-        self._last_id = entries[-1][0].decode()
-        await asyncio.sleep(0)
-        if time.monotonic() - self._trimmed_at > TRIM_INTERVAL_S:
-            self._trimmed_at = time.monotonic()
-            await self._commands.xtrim(self.inbox, minid=self._last_id, approximate=True)
-
-    def _dispatch(self, fields: dict[bytes, bytes]) -> None:
-        handle = self._handles.get(fields.get(b"j", b"").decode())
-        if handle is None:
-            return
-        if int(fields.get(b"v", b"0")) != ENVELOPE_VERSION:
-            handle.fail(NoWorker("The worker speaks another envelope version.", code="version_mismatch").body())
-            return
-        if handle.accepts(int(fields.get(b"a", b"0")), int(fields.get(b"s", b"0"))):
-            handle.deliver(decode_event(fields[b"e"]))
-
-    async def _renew_leases(self) -> None:
-        """Every third of a lease, extend what this process holds for its live requests: their in-flight
-        entries, their places in their users' queue shares and their concurrency slots."""
-        if time.monotonic() - self._renewed_at < self._lease_ms / 3000:
-            return
-        self._renewed_at = time.monotonic()
+    async def renew_leases(self) -> None:
+        """Extend by a lease what this process holds for its live jobs: their in-flight entries and their
+        places in their users' and groups' queue shares."""
         held: dict[str, list[str]] = {}
-        for handle in list(self._handles.values()):
+        for handle in list(self.handles.values()):
             job = handle.job
             for key in (keys.in_flight(job.user_id), keys.user_jobs(job.model, job.user_id),
                         keys.group_jobs(job.model, handle.group_id)):
                 held.setdefault(key, []).append(job.id)
         for key, members in held.items():
             await self._renew_held(keys=[key], args=[self._lease_ms, *members])
-        await self.limits.renew()
 
-    async def _watch(self) -> None:
-        """Fail fast the jobs of models whose last worker died, keep the inbox alive, renew leases."""
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            try:
-                await self._keep_inbox(keys=[self.inbox], args=[INBOX_TTL_MS])
-                await self._renew_leases()
-                for model in {handle.job.model for handle in self._handles.values()}:
-                    if await self.live_workers(model) == 0:
-                        self._fail_all(NoWorker(f"The last worker serving '{model}' stopped."), model)
-            except QUEUE_ERRORS:
-                continue
-
+    async def fail_orphans(self) -> None:
+        """Fail fast the jobs of models whose last worker stopped."""
+        for model in {handle.job.model for handle in self.handles.values()}:
+            if await self.live_workers(model) == 0:
+                self.fail_all(NoWorker(f"The last worker serving '{model}' stopped."), model)

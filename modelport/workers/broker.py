@@ -13,10 +13,10 @@ from redis.exceptions import ResponseError
 
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS, redis_client
-from modelport.protocol.envelope import Failed, Job
+from modelport.protocol.envelope import VERDICT, Failed, Job
 from modelport.protocol.errors import ModelPortError, NoWorker
-from modelport.protocol.outbox import VERDICT, ClaimedJob, Outbox
-from modelport.protocol.registrations import Registration, lookup
+from modelport.protocol.registrations import NotRegistered, Registration
+from modelport.workers.outbox import ClaimedJob, Outbox
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,21 @@ class WorkerBroker:
                 await asyncio.sleep(0.5)
 
     async def registration(self) -> Registration | None:
-        """This model's registration as mirrored in Redis (see protocol.registrations)."""
-        return await lookup(self._commands, self.model)
+        """This model's registration as mirrored in Redis; None while there is no mirror at all (nothing
+        registered yet, or Redis lost it and no gateway has restored it); NotRegistered when the mirror does
+        not list the model."""
+        async with self._commands.pipeline(transaction=False) as pipe:
+            pipe.exists(keys.REGISTRATIONS)
+            pipe.hget(keys.REGISTRATIONS, self.model)
+            exists, raw = await pipe.execute()
+        if not exists:
+            return None
+        try:
+            if raw is None:
+                raise NotRegistered(f"no LLM named {self.model!r} is registered")
+            return Registration.model_validate_json(raw)
+        except ValidationError as exc:
+            raise NotRegistered(f"the registration of {self.model!r} in Redis is unreadable: {exc}") from None
 
     def _cancel_locally(self, job_id: str) -> None:
         self.on_cancel(job_id)

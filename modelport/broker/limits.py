@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from modelport.protocol import keys, scripts
+from modelport.protocol import keys, limit_scripts, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import RateLimited, Unavailable
 
@@ -52,8 +52,8 @@ class Admission:
 
 class RateLimiter:
     def __init__(self, redis: Redis, lease_ms: int) -> None:
-        self._admit = redis.register_script(scripts.ADMIT)
-        self._settle = redis.register_script(scripts.SETTLE)
+        self._admit = redis.register_script(limit_scripts.ADMIT)
+        self._settle = redis.register_script(limit_scripts.SETTLE)
         self._renew = redis.register_script(scripts.RENEW_HELD)
         self._lease_ms = lease_ms
         self._settling: set[asyncio.Task[None]] = set()

@@ -23,9 +23,6 @@ from modelport.protocol.envelope import ENVELOPE_VERSION, Delta, Event, Job, enc
 
 log = logging.getLogger(__name__)
 
-VERDICT = 0  # the attempt of an event about the job, not from a run of it (see GatewayBroker)
-
-
 @dataclass
 class ClaimedJob:
     """A job a worker holds: its stream entry, its envelope and how often it was delivered (its attempt)."""

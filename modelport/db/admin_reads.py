@@ -1,0 +1,58 @@
+"""What the admin app's pages read: a user's tokens and groups, recent usage, names of rows by id."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import inspect
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from modelport.db.tables import ApiToken, Group, Membership, UsageRecord, User
+
+
+async def group_permissions(session: AsyncSession, user_id: int) -> set[str]:
+    """Every permission any of the user's groups holds."""
+    groups = await session.exec(select(Group).join(Membership, col(Membership.group_id) == col(Group.id))
+                                .where(Membership.user_id == user_id))
+    return {permission for group in groups.all() for permission in group.permissions}
+
+
+async def tokens_of(session: AsyncSession, user_id: int) -> list[ApiToken]:
+    """The user's tokens, newest first."""
+    return list((await session.exec(select(ApiToken).where(ApiToken.user_id == user_id)
+                                    .order_by(col(ApiToken.id).desc()))).all())
+
+
+async def token(session: AsyncSession, token_id: int) -> ApiToken | None:
+    return await session.get(ApiToken, token_id)
+
+
+async def stored_password_hash(session: AsyncSession, user_id: int | None) -> str | None:
+    user = await session.get(User, user_id) if user_id is not None else None
+    return user.password_hash if user is not None else None
+
+
+async def name_of(session: AsyncSession, table: type[Any], row_id: int) -> str | None:
+    """The ``name`` of a users, groups or LLMs row, if it exists."""
+    row = await session.get(table, row_id)
+    return str(row.name) if row is not None else None
+
+
+def loaded_name(row: Any, relation: str) -> str | None:
+    """The ``name`` of a row's related row when it was loaded with it (a lazy load cannot run in an async
+    session); None when it was not."""
+    return None if relation in inspect(row).unloaded else str(getattr(row, relation).name)
+
+
+async def usage_since(session: AsyncSession, since: datetime) -> tuple[list[UsageRecord], dict[int, str]]:
+    """Usage records from ``since`` on, oldest first, and user names by id."""
+    records = list((await session.exec(select(UsageRecord).where(col(UsageRecord.created_at) >= since)
+                                       .order_by(col(UsageRecord.created_at)))).all())
+    users = (await session.exec(select(User))).all()
+    return records, {user.id or 0: user.name for user in users}
+
+
+async def has_users(session: AsyncSession) -> bool:
+    return (await session.exec(select(User.id).limit(1))).first() is not None
