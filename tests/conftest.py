@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from modelport.broker.gateway import GatewayBroker
 from tests.live import UPSTREAM_MODELS, Live
@@ -19,6 +20,14 @@ DATABASES = ["sqlite", "postgres"]
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     yield from running(RedisServer())
+
+
+@pytest.fixture
+async def probe(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    """A plain client of the session's Redis, for tests to look at (and tamper with) its keys."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

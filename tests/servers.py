@@ -175,8 +175,9 @@ class Process:
 
     def __init__(self, args: list[str], env: Mapping[str, str], log: Path) -> None:
         self.log = log
-        self.handle = subprocess.Popen([sys.executable, "-m", *args], env={**os.environ, **env},
-                                       stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        with log.open("ab") as output:  # the child has its own copy of the descriptor
+            self.handle = subprocess.Popen([sys.executable, "-m", *args], env={**os.environ, **env},
+                                           stdout=output, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
         return self.handle.poll() is None

@@ -56,9 +56,26 @@ def panel(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, l
         system.stop()
 
 
+CLIENTS: list[httpx.Client] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    """Each test's admin clients are closed after it."""
+    yield
+    while CLIENTS:
+        CLIENTS.pop().close()
+
+
+def admin_client(base: str, source: str = "127.0.0.1") -> httpx.Client:
+    client = httpx.Client(base_url=base, timeout=10, transport=httpx.HTTPTransport(local_address=source))
+    CLIENTS.append(client)
+    return client
+
+
 def logged_in(base: str, user: str, password: str, source: str = "127.0.0.1") -> tuple[httpx.Client, httpx.Response]:
     """A client that logged in (or tried to), connecting from ``source`` (any 127.x.y.z address)."""
-    client = httpx.Client(base_url=base, timeout=10, transport=httpx.HTTPTransport(local_address=source))
+    client = admin_client(base, source)
     client.get("/admin/login")
     answer = client.post("/admin/login", data={"username": user, "password": password,
                                                 "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")})
@@ -405,7 +422,7 @@ def test_session_cookies_are_secure_by_default(panel: Panel) -> None:
                                           Path(panel.system.logs) / f"admin-{port}.log"))
     base = f"http://127.0.0.1:{port}"
     wait_for_port(port)
-    client = httpx.Client(base_url=base, timeout=10)
+    client = admin_client(base)
     client.get("/admin/login")
     answer = client.post("/admin/login", data={"username": "root", "password": ADMIN_PASSWORD,
                                                 "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")})

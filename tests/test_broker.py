@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio
+from redis.asyncio import Redis
 
 from modelport.broker.gateway import GatewayBroker
 from modelport.broker.job_handle import JobHandle
@@ -89,18 +89,16 @@ async def test_waiting_jobs_know_their_place_in_the_fair_order(gateway: GatewayB
 
 
 async def test_submit_loads_its_script_again_after_redis_forgot_it(
-        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
+        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = worker.model
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    await client.script_flush()
+    await probe.script_flush()
     handle = await gateway.jobs.submit(model, PARAMS, user="u", user_id=7, timeout_s=5, max_queue=10)
-    assert handle.position == 0 and await client.xlen(keys.jobs(model)) == 1
-    assert await client.zscore(keys.in_flight(7), handle.job.id) is not None
-    await client.aclose()
+    assert handle.position == 0 and await probe.xlen(keys.jobs(model)) == 1
+    assert await probe.zscore(keys.in_flight(7), handle.job.id) is not None
 
 
 async def test_worker_serves_the_queue_without_losing_or_reordering_deltas(
-        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+        gateway: GatewayBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = model_name()
     backend = FakeBackend(FakeConfig(reply=" ".join(f"w{i}" for i in range(400))))
     broker = WorkerBroker(redis_server.url, model, "w1")
@@ -114,7 +112,7 @@ async def test_worker_serves_the_queue_without_losing_or_reordering_deltas(
     await running
     expected = " ".join(f"w{i}" for i in range(400))
     assert all(text == expected and isinstance(end, Done) for text, end in results)
-    assert await redis.asyncio.Redis.from_url(redis_server.url).xlen(keys.jobs(model)) == 0
+    assert await probe.xlen(keys.jobs(model)) == 0
 
 
 async def test_a_replaced_backend_finishes_its_running_jobs_before_it_closes(
@@ -191,23 +189,22 @@ async def test_started_job_of_a_dead_worker_ends_with_an_error(
 
 
 async def test_events_of_another_envelope_version_are_refused(
-        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
+        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = worker.model
     handle = await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    await client.xadd(gateway.inbox.key, {"v": 99, "j": handle.job.id, "e": b"{}"})
+    await probe.xadd(gateway.inbox.key, {"v": 99, "j": handle.job.id, "e": b"{}"})
     _, end = await collect(handle)
     assert isinstance(end, Failed) and end.error.code == "version_mismatch"
 
 
 async def test_worker_refuses_jobs_of_another_envelope_version(
-        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
+        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = worker.model
     await worker.ensure_group()
     future = Job(v=99, id="chatcmpl-future", model=model, params=PARAMS, reply_to=gateway.inbox.key, deadline_ms=2**50)
     handle = JobHandle(future, lambda _: None)
     gateway.jobs.handles[future.id] = handle
-    await redis.asyncio.Redis.from_url(redis_server.url).xadd(keys.jobs(model), {"job": future.model_dump_json()})
+    await probe.xadd(keys.jobs(model), {"job": future.model_dump_json()})
     stop = asyncio.Event()
     running = asyncio.create_task(Worker(worker, FakeBackend(FakeConfig())).run(stop))
     _, end = await collect(handle)
@@ -217,9 +214,8 @@ async def test_worker_refuses_jobs_of_another_envelope_version(
 
 
 async def test_a_gateway_uses_four_redis_connections_however_many_jobs(
-        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
+        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = worker.model
-    probe = redis.asyncio.Redis.from_url(redis_server.url)
     listening = gateway.announcements.changes()
     await anext(listening)
     handles = await asyncio.gather(*(gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=5,

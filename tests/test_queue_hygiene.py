@@ -8,8 +8,8 @@ import asyncio
 import uuid
 
 import pytest
-import redis.asyncio
 from pydantic import ValidationError
+from redis.asyncio import Redis
 
 from modelport.broker.gateway import GatewayBroker
 from modelport.protocol import keys
@@ -37,7 +37,7 @@ def model_name() -> str:
 
 
 async def test_a_queued_job_past_its_deadline_leaves_the_queue_at_once(
-        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+        gateway: GatewayBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = model_name()
     worker = WorkerBroker(redis_server.url, model, "w1")
     await worker.heartbeat()
@@ -46,7 +46,6 @@ async def test_a_queued_job_past_its_deadline_leaves_the_queue_at_once(
     assert expiring.position == 1
     end = await asyncio.wait_for(expiring.next(), timeout=5)
     assert isinstance(end, Failed) and end.error.status == 504
-    probe = redis.asyncio.Redis.from_url(redis_server.url)
     _rotation, _waiting_jobs, bodies, _turn, waiting = keys.fair_queue(model)
     for _ in range(50):
         if int(await probe.get(waiting) or 0) == 0:
@@ -56,15 +55,13 @@ async def test_a_queued_job_past_its_deadline_leaves_the_queue_at_once(
     # before, the expired job still counted against max_queue=2: this submit was refused with queue_full
     admitted = await gateway.jobs.submit(model, PARAMS, user="v", user_id=2, timeout_s=30, max_queue=2)
     assert admitted.position > 0
-    await probe.aclose()
     await worker.close()
 
 
-async def test_a_worker_that_exits_cleanly_leaves_no_consumer(redis_server: RedisServer) -> None:
+async def test_a_worker_that_exits_cleanly_leaves_no_consumer(redis_server: RedisServer, probe: Redis) -> None:
     model = model_name()
     leaving, holding = (WorkerBroker(redis_server.url, model, name) for name in ("leaving", "holding"))
     await leaving.ensure_group()
-    probe = redis.asyncio.Redis.from_url(redis_server.url)
     await probe.xadd(keys.jobs(model), {"job": job(model).model_dump_json()})
     assert [claimed.job.model for claimed in await holding.claim(1)] == [model]
     assert await leaving.claim(1, block_ms=10) == []  # reading made it a consumer, with nothing pending
@@ -72,7 +69,6 @@ async def test_a_worker_that_exits_cleanly_leaves_no_consumer(redis_server: Redi
     await holding.close()
     consumers = {consumer["name"] for consumer in await probe.xinfo_consumers(keys.jobs(model), keys.WORKER_GROUP)}
     assert consumers == {b"holding"}, "a consumer still holding an entry stays (its entry must remain claimable)"
-    await probe.aclose()
 
 
 def job(model: str) -> Job:
@@ -80,7 +76,8 @@ def job(model: str) -> Job:
                deadline_ms=2**50)
 
 
-async def test_reclaim_reaches_a_dead_workers_job_behind_many_running_ones(redis_server: RedisServer) -> None:
+async def test_reclaim_reaches_a_dead_workers_job_behind_many_running_ones(
+        redis_server: RedisServer, probe: Redis) -> None:
     """XAUTOCLAIM looks at ten entries per job it may take; restarting from the start of the pending list
     each time, a worker with one free slot never got past the first ten running jobs."""
     model = model_name()
@@ -88,7 +85,6 @@ async def test_reclaim_reaches_a_dead_workers_job_behind_many_running_ones(redis
     dead = WorkerBroker(redis_server.url, model, "dead", lease_ms=500)
     rescuer = WorkerBroker(redis_server.url, model, "rescuer", lease_ms=500)
     await busy.ensure_group()
-    probe = redis.asyncio.Redis.from_url(redis_server.url)
     for _ in range(25):
         await probe.xadd(keys.jobs(model), {"job": job(model).model_dump_json()})
     running = await busy.claim(25)
@@ -101,7 +97,6 @@ async def test_reclaim_reaches_a_dead_workers_job_behind_many_running_ones(redis
         await busy.renew([claimed.entry_id for claimed in running])
         rescued += [claimed.job.id for claimed in await rescuer.reclaim(1)]
     assert rescued == [lost.id]
-    await probe.aclose()
     for broker in (busy, dead, rescuer):
         await broker.close()
 
@@ -114,14 +109,13 @@ def test_a_lease_shorter_than_two_heartbeats_is_refused_at_start() -> None:
 
 
 async def test_the_gateway_follows_one_run_and_drops_repeated_events(
-        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+        gateway: GatewayBroker, redis_server: RedisServer, probe: Redis) -> None:
     """A batch re-sent after a Redis timeout (executed the first time after all) and a stalled run that woke
     up beside its re-run both reach the inbox; the client sees each word once, from one run."""
     model = model_name()
     worker = WorkerBroker(redis_server.url, model, "w1")
     await worker.heartbeat()
     handle = await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=10, max_queue=10)
-    probe = redis.asyncio.Redis.from_url(redis_server.url)
     word = encode_event(Delta(choices=[ChoiceDelta(content="once ")]))
     for attempt, sequence, event in ((2, 1, word), (2, 1, word), (1, 1, encode_event(Delta(choices=[
             ChoiceDelta(content="stale ")]))), (2, 2, encode_event(Delta(choices=[ChoiceDelta(content="and done")]))),
@@ -132,27 +126,24 @@ async def test_the_gateway_follows_one_run_and_drops_repeated_events(
     while isinstance(received := await asyncio.wait_for(handle.next(), timeout=5), Delta):
         text += "".join(choice.content or "" for choice in received.choices)
     assert text == "once and done" and isinstance(received, Done)
-    await probe.aclose()
     await worker.close()
 
 
-async def test_consumers_of_dead_workers_are_swept_once_idle_and_empty(redis_server: RedisServer) -> None:
+async def test_consumers_of_dead_workers_are_swept_once_idle_and_empty(redis_server: RedisServer, probe: Redis) -> None:
     model = model_name()
     ghost, sweeper = (WorkerBroker(redis_server.url, model, name, lease_ms=100) for name in ("ghost", "sweeper"))
     await ghost.ensure_group()
     assert await ghost.claim(1, block_ms=10) == []  # a consumer now, then it "dies" without closing
     await asyncio.sleep(1.1)  # ten leases
     assert await sweeper.reclaim(1) == []
-    probe = redis.asyncio.Redis.from_url(redis_server.url)
     names = {consumer["name"] for consumer in await probe.xinfo_consumers(keys.jobs(model), keys.WORKER_GROUP)}
     assert b"ghost" not in names
-    await probe.aclose()
     for broker in (ghost, sweeper):
         await broker.close()
 
 
 async def test_fast_answers_leave_no_in_flight_entry_or_timer(gateway: GatewayBroker,
-                                                               redis_server: RedisServer) -> None:
+                                                               redis_server: RedisServer, probe: Redis) -> None:
     """A worker's answer can reach the gateway before ``submit`` has resumed: the job's in-flight entry was
     then never removed (1-4 % of requests) and its deadline timer stayed armed."""
     model = model_name()
@@ -167,7 +158,6 @@ async def test_fast_answers_leave_no_in_flight_entry_or_timer(gateway: GatewayBr
             continue
     stop.set()
     await serving
-    probe = redis.asyncio.Redis.from_url(redis_server.url)
     for _ in range(50):
         if not await probe.zcard(keys.in_flight(99)):
             break
@@ -175,4 +165,3 @@ async def test_fast_answers_leave_no_in_flight_entry_or_timer(gateway: GatewayBr
     assert await probe.zcard(keys.in_flight(99)) == 0
     assert await probe.zcard(keys.user_jobs(model, 99)) == 0
     assert not gateway.jobs.timers and not gateway.jobs.handles
-    await probe.aclose()

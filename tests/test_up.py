@@ -22,9 +22,9 @@ def test_up_serves_the_bundled_model_and_prints_a_working_curl_line(tmp_path: Pa
     env = {key: value for key, value in os.environ.items() if not key.startswith("MODELPORT_")}
     port = free_port()
     log = tmp_path / "up.log"
-    up = subprocess.Popen([sys.executable, "-m", "modelport", "up", "--port", str(port), "--admin-port",
-                           str(free_port())], cwd=tmp_path, env=env,
-                          stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    with log.open("wb") as output:
+        up = subprocess.Popen([sys.executable, "-m", "modelport", "up", "--port", str(port), "--admin-port",
+                               str(free_port())], cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
         while "Press Ctrl-C to stop." not in log.read_text() and time.monotonic() < deadline:

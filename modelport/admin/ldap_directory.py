@@ -3,11 +3,12 @@ put into a DN or a filter is escaped."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import ldap3
 from ldap3.abstract.entry import Entry
-from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult, LDAPSocketOpenError
+from ldap3.core.exceptions import LDAPBindError, LDAPException, LDAPInvalidCredentialsResult
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
@@ -33,15 +34,12 @@ def check_password(settings: AdminSettings, username: str, password: str) -> Dir
     if not password:
         return None
     dn = settings.ldap_user_dn_template.format(username=escape_rdn(username))
-    server = ldap3.Server(settings.ldap_url, connect_timeout=settings.ldap_timeout_s)
+    connection = _connection(settings, dn, password)
     try:
-        connection = ldap3.Connection(server, user=dn, password=password, auto_bind=True,
-                                      receive_timeout=max(1, round(settings.ldap_timeout_s)), raise_exceptions=True)
-    except (LDAPBindError, LDAPInvalidCredentialsResult):
-        return None
-    except (LDAPSocketOpenError, LDAPException) as exc:
-        raise DirectoryUnreachable(str(exc)) from exc
-    try:
+        try:
+            connection.bind()
+        except (LDAPBindError, LDAPInvalidCredentialsResult):
+            return None
         connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=["cn", "mail"])
         entry = connection.entries[0] if connection.entries else None
         group_filter = settings.ldap_group_filter.format(user_dn=escape_filter_chars(dn))
@@ -50,7 +48,7 @@ def check_password(settings: AdminSettings, username: str, password: str) -> Dir
     except LDAPException as exc:
         raise DirectoryUnreachable(str(exc)) from exc
     finally:
-        connection.unbind()
+        _close(connection)
     display = _first(entry, "cn") or username
     email = _first(entry, "mail")
     return DirectoryUser(dn=dn, display_name=display, email=email, groups=groups)
@@ -71,14 +69,28 @@ def dropped_from_directory(settings: AdminSettings, username: str) -> bool:
     if not settings.ldap_bind_dn or settings.ldap_bind_password is None:
         return False
     dn = settings.ldap_user_dn_template.format(username=escape_rdn(username))
-    server = ldap3.Server(settings.ldap_url, connect_timeout=settings.ldap_timeout_s)
+    connection = _connection(settings, settings.ldap_bind_dn, settings.ldap_bind_password.get_secret_value(),
+                             raise_exceptions=False)  # "no such object" is an answer here, not an error
     try:
-        connection = ldap3.Connection(server, user=settings.ldap_bind_dn,
-                                      password=settings.ldap_bind_password.get_secret_value(), auto_bind=True,
-                                      receive_timeout=max(1, round(settings.ldap_timeout_s)))
+        if not connection.bind():
+            raise DirectoryUnreachable(f"the service account's bind was refused: {connection.result}")
         connection.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=[])
         result = int(connection.result.get("result", -1))
-        connection.unbind()
     except LDAPException as exc:
         raise DirectoryUnreachable(str(exc)) from exc
+    finally:
+        _close(connection)
     return result == NO_SUCH_OBJECT
+
+
+def _connection(settings: AdminSettings, user: str, password: str, *,
+                raise_exceptions: bool = True) -> ldap3.Connection:
+    server = ldap3.Server(settings.ldap_url, connect_timeout=settings.ldap_timeout_s)
+    return ldap3.Connection(server, user=user, password=password, raise_exceptions=raise_exceptions,
+                            receive_timeout=max(1, round(settings.ldap_timeout_s)))
+
+
+def _close(connection: ldap3.Connection) -> None:
+    """Close the socket whatever happened (a refused bind leaves it open: one leaked socket per guess)."""
+    with contextlib.suppress(LDAPException):
+        connection.unbind()

@@ -28,4 +28,4 @@ def redis_client(url: str, *, connections: int, name: str, socket_timeout: float
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns its pool: closing the client closes every connection
