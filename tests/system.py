@@ -24,6 +24,7 @@ from modelport.db.migrate import upgrade
 from modelport.db.tables import UsageRecord, User
 from modelport.protocol import keys
 from tests.servers import Process, RedisServer, free_port, wait_healthy
+from tests.waiting import until
 
 
 @contextlib.contextmanager
@@ -51,6 +52,7 @@ class System:
         self.redis_url = redis_server.url
         self.logs = logs
         self.processes: list[Process] = []
+        self.gateways: list[str] = []
         upgrade(database_url)
 
     def cli(self, *args: str, stdin: str = "") -> str:
@@ -75,7 +77,54 @@ class System:
                                       self.logs / f"gateway-{port}.log"))
         base = f"http://127.0.0.1:{port}"
         wait_healthy(base)
+        self.gateways.append(base)
         return base
+
+    def heard(self) -> dict[str, float]:
+        """How many announced changes each answering gateway of this system has acted on."""
+        counts: dict[str, float] = {}
+        for base in self.gateways:
+            try:
+                exposition = httpx.get(f"{base}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                continue
+            counts[base] = next(float(line.split()[1]) for line in exposition.splitlines()
+                                if line.startswith("modelport_announcements_heard_total "))
+        return counts
+
+    def changed(self, *args: str, stdin: str = "") -> str:
+        """Run a CLI command that changes the directory; return once every gateway has acted on it."""
+        before = self.heard()
+        out = self.cli(*args, stdin=stdin)
+        until(lambda: all(self.heard().get(base, count + 1) > count for base, count in before.items()),
+              f"every gateway heard of `modelport {' '.join(args)}`")
+        return out
+
+    def queued(self, model: str) -> int:
+        """Jobs of the model that are waiting or running (its stream plus its fair queue)."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            return int(client.xlen(keys.jobs(model))) + int(client.get(keys.fair_queue(model)[4]) or 0)
+        finally:
+            client.close()
+
+    def unfinished(self, user: str) -> int:
+        """The user's requests that any gateway holds unfinished (those an abort would cancel)."""
+        async def user_id() -> int:
+            engine = create_engine(self.database_url)
+            try:
+                async with session_factory(engine)() as session:
+                    found = (await session.exec(select(User.id).where(User.name == user))).one()
+                    assert found is not None
+                    return found
+            finally:
+                await engine.dispose()
+
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            return int(client.zcard(keys.in_flight(asyncio.run(user_id()))))
+        finally:
+            client.close()
 
     def admin(self, **settings: str) -> str:
         """Start an admin app (session cookies not Secure: the tests speak plain HTTP); returns its base URL."""

@@ -22,6 +22,7 @@ from modelport.protocol import keys
 from tests.ldap_server import READER_DN, READER_PASSWORD, ROOT_DN, ROOT_PASSWORD, SUFFIX, LdapServer
 from tests.servers import Process, RedisServer, free_port, running, wait_for_port, wait_healthy
 from tests.system import System
+from tests.waiting import until
 
 ADMIN_PASSWORD = "correct horse battery"
 
@@ -349,7 +350,8 @@ def test_the_whole_flow_in_a_real_browser(panel: Panel) -> None:
             status = httpx.post(f"{panel.gateway}/v1/chat/completions", headers=headers,
                                 json={"model": "quick", "messages": [{"role": "user", "content": "hi"}]}).status_code
         assert status == 401
-        time.sleep(1.5)  # the gateway writes usage in batches, once a second
+        until(lambda: query(panel.system, "SELECT count(*) FROM usagerecord WHERE model = 'browser-model'")[0][0],
+              "the gateway wrote the usage (in batches, once a second)")
         admin.goto(f"{panel.base}/admin/usage")
         admin.wait_for_timeout(300)
         admin.screenshot(path=str(docs / "admin-usage.png"), full_page=True)

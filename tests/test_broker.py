@@ -19,6 +19,7 @@ from modelport.workers.backends.fake import FakeBackend, FakeConfig
 from modelport.workers.broker import WorkerBroker
 from modelport.workers.runtime import Worker
 from tests.servers import RedisServer
+from tests.waiting import until_async
 
 PARAMS = GenerationParams(messages=[{"role": "user", "content": "hi"}])
 
@@ -134,14 +135,22 @@ async def test_a_replaced_backend_finishes_its_running_jobs_before_it_closes(
     rest, _ = await collect(before)
     assert isinstance(first, Delta) and f"{first.choices[0].content}{rest}" == "old words here"
     assert (await collect(after))[0] == "new"
-    await asyncio.sleep(0.1)
-    assert closed == [True]
+    async def old_closed() -> bool:
+        return closed == [True]
+
+    await until_async(old_closed, "the old backend closed once its job ended")
     stop.set()
     await running
 
 
+async def reclaimed_to_its_end(broker: WorkerBroker, probe: Redis) -> bool:
+    """One reclaim by ``broker``, which must not re-run the model's job; True once the job has left the queue."""
+    assert await broker.reclaim(10) == []
+    return await probe.xlen(keys.jobs(broker.model)) == 0
+
+
 async def test_unstarted_job_of_a_silent_worker_is_rerun_with_bounded_attempts(
-        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+        gateway: GatewayBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = model_name()
     brokers = [WorkerBroker(redis_server.url, model, f"w{i}", lease_ms=500, max_attempts=2) for i in range(3)]
     await brokers[0].ensure_group()
@@ -149,12 +158,10 @@ async def test_unstarted_job_of_a_silent_worker_is_rerun_with_bounded_attempts(
     await brokers[2].heartbeat()
     handle = await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=20, max_queue=10)
     [claimed] = await brokers[0].claim(1)
-    await asyncio.sleep(0.6)
-    [rerun] = await brokers[1].reclaim(10)
+    [rerun] = await until_async(lambda: brokers[1].reclaim(10), "the first claim's lease expired")
     assert (rerun.job.id, rerun.attempt) == (claimed.job.id, 2)
-    await asyncio.sleep(0.6)
     outbox = asyncio.create_task(brokers[2].outbox.run())
-    assert await brokers[2].reclaim(10) == []
+    await until_async(lambda: reclaimed_to_its_end(brokers[2], probe), "the job ends with its attempts used up")
     _, end = await collect(handle)
     assert isinstance(end, Failed) and end.error.code == "worker_lost"
     outbox.cancel()
@@ -164,7 +171,7 @@ async def test_unstarted_job_of_a_silent_worker_is_rerun_with_bounded_attempts(
 
 
 async def test_started_job_of_a_dead_worker_ends_with_an_error(
-        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+        gateway: GatewayBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = model_name()
     dead, alive = (WorkerBroker(redis_server.url, model, name, lease_ms=500) for name in ("dead", "alive"))
     await dead.ensure_group()
@@ -176,9 +183,8 @@ async def test_started_job_of_a_dead_worker_ends_with_an_error(
     dead.outbox.put(claimed, Delta(choices=[ChoiceDelta(content="partial")]))
     await dead.outbox.drained()
     publishing.cancel()
-    await asyncio.sleep(0.6)
     publishing = asyncio.create_task(alive.outbox.run())
-    assert await alive.reclaim(10) == []
+    await until_async(lambda: reclaimed_to_its_end(alive, probe), "the dead worker's started job ends")
     text, end = await collect(handle)
     assert text == "partial"
     assert isinstance(end, Failed) and end.error.code == "worker_lost"

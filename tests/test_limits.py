@@ -20,6 +20,7 @@ import pytest
 from modelport.db.tables import UsageRecord, as_utc
 from tests.servers import RedisServer
 from tests.system import System, usage_by_user
+from tests.waiting import until
 
 
 @dataclass
@@ -56,8 +57,7 @@ def ask(base: str, token: str, model: str = "quick", **extra: object) -> httpx.R
 
 def test_requests_per_minute_hold_across_gateways(limited: Limited) -> None:
     token = new_user(limited, "hammer")
-    limited.system.cli("limit", "set", "user", "hammer", "--rpm", "60")
-    time.sleep(0.5)
+    limited.system.changed("limit", "set", "user", "hammer", "--rpm", "60")
     bases = itertools.cycle(limited.gateways)
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda base: ask(base, token), [next(bases) for _ in range(90)]))
@@ -72,8 +72,7 @@ def test_requests_per_minute_hold_across_gateways(limited: Limited) -> None:
 
 def test_success_carries_rate_limit_headers(limited: Limited) -> None:
     token = new_user(limited, "watcher")
-    limited.system.cli("limit", "set", "user", "watcher", "--rpm", "10", "--tpm", "5000")
-    time.sleep(0.5)
+    limited.system.changed("limit", "set", "user", "watcher", "--rpm", "10", "--tpm", "5000")
     answer = ask(limited.gateways[0], token)
     assert answer.status_code == 200
     assert answer.headers["x-ratelimit-limit-requests"] == "10"
@@ -84,8 +83,7 @@ def test_success_carries_rate_limit_headers(limited: Limited) -> None:
 
 def test_tokens_per_minute_are_accurate_to_one_request(limited: Limited) -> None:
     token = new_user(limited, "spender")
-    limited.system.cli("limit", "set", "token", token[:12], "--tpm", "1000")
-    time.sleep(0.5)
+    limited.system.changed("limit", "set", "token", token[:12], "--tpm", "1000")
     used, estimate = 0, 0
     for count in range(400):
         answer = ask(limited.gateways[count % 2], token, max_tokens=50)
@@ -99,16 +97,14 @@ def test_tokens_per_minute_are_accurate_to_one_request(limited: Limited) -> None
 
 def test_tokens_per_day_are_capped(limited: Limited) -> None:
     token = new_user(limited, "daily")
-    limited.system.cli("limit", "set", "user", "daily", "--tpd", "150")
-    time.sleep(0.5)
+    limited.system.changed("limit", "set", "user", "daily", "--tpd", "150")
     statuses = [ask(limited.gateways[0], token, max_tokens=50).status_code for _ in range(30)]
     assert statuses[0] == 200 and statuses[-1] == 429
 
 
 def test_concurrent_requests_are_capped_per_group(limited: Limited) -> None:
     token = new_user(limited, "crowd")
-    limited.system.cli("limit", "set", "group", "slow-crowd", "--concurrent", "2")
-    time.sleep(0.5)
+    limited.system.changed("limit", "set", "group", "slow-crowd", "--concurrent", "2")
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(pool.map(lambda base: ask(base, token, "slow"), limited.gateways * 2))
     statuses = sorted(answer.status_code for answer in answers)
@@ -130,7 +126,7 @@ def test_abort_cancels_every_request_of_the_caller(limited: Limited) -> None:
     threads = [threading.Thread(target=stream, args=(base,)) for base in limited.gateways]
     for thread in threads:
         thread.start()
-    time.sleep(0.6)
+    until(lambda: limited.system.unfinished("quitter") == 2, "both requests are running")
     aborted = httpx.post(f"{limited.gateways[0]}/v1.0/chat/abort", headers={"Authorization": f"Bearer {token}"})
     aborted_at = time.monotonic()
     for thread in threads:
@@ -147,7 +143,7 @@ def flood(pool: ThreadPoolExecutor, limited: Limited, token: str, count: int) ->
     """``count`` requests to the one-slot model from one user, in parallel; their statuses to come."""
     futures = [pool.submit(lambda index: ask(limited.gateways[index % 2], token, "single").status_code, index)
                for index in range(count)]
-    time.sleep(0.5)
+    until(lambda: limited.system.queued("single") >= count // 2, f"{count // 2} of the flood are queued")
     return futures
 
 
@@ -222,7 +218,7 @@ def test_abort_ends_requests_still_waiting_in_the_queue_at_once(limited: Limited
     with ThreadPoolExecutor(max_workers=40) as pool:
         burst = flood(pool, limited, crowd, 30)
         mine = [pool.submit(timed_ask, index) for index in range(8)]
-        time.sleep(0.5)
+        until(lambda: limited.system.unfinished("queued-quitter") >= 6, "the quitter's requests wait")
         aborted = httpx.post(f"{limited.gateways[0]}/v1.0/chat/abort", headers={"Authorization": f"Bearer {quitter}"})
         aborted_at = time.monotonic()
         endings = [future.result() for future in mine]

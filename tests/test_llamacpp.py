@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from modelport.workers.backends.llamacpp import LlamaCppBackend, resolve_model_p
 from modelport.workers.backends.llamacpp_config import BUNDLED, LlamaCppConfig
 from tests.servers import Process, RedisServer
 from tests.system import System, usage_records
+from tests.waiting import until
 
 N_CTX = 512
 STORY = "{{ bos_token }}Once upon a time, in a small village by the sea,"
@@ -125,6 +125,7 @@ def test_two_workers_share_one_model_queue(local: Local) -> None:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    time.sleep(0.2)
+    until(lambda: sum(worker.log.read_text().count("job done") for worker in local.workers[:2]) >= 4,
+          "the four jobs are logged as done")
     served = [worker.log.read_text().count("job done") for worker in local.workers[:2]]
     assert all(count >= 1 for count in served), served

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -22,6 +23,7 @@ import pytest
 from tests.nginx import Nginx
 from tests.servers import PostgresServer, Process, RedisServer, free_port, running
 from tests.system import System
+from tests.waiting import until
 
 SLOW_REPLY = "one two three four five six"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -120,17 +122,20 @@ def test_requests_spread_over_both_gateways_with_the_real_client_address(site: S
             answer = http.post(f"{site.nginx.base}/v1/chat/completions", json=chat_body("quick"),
                                headers={"Authorization": f"Bearer {site.token}"})
             assert answer.status_code == 200
-    time.sleep(0.3)
-    per_gateway = [[line for line in access_lines(process) if line["client"] == "127.0.0.3"]
-                   for process in site.gateway_processes]
-    assert all(lines for lines in per_gateway), "one gateway got no request"
+
+    def per_gateway() -> list[list[dict[str, Any]]]:
+        return [[line for line in access_lines(process) if line["client"] == "127.0.0.3"]
+                for process in site.gateway_processes]
+
+    until(lambda: sum(len(lines) for lines in per_gateway()) == 6, "the six requests are in the access logs")
+    assert all(lines for lines in per_gateway()), "one gateway got no request"
     assert all(line["path"] == "/v1/chat/completions" and line["model"] == "quick" and "token" not in line
-               for lines in per_gateway for line in lines)
+               for lines in per_gateway() for line in lines)
     with client("127.0.0.4") as direct:
         direct.get(f"{site.gateways[0]}/v1/models", headers={"X-Forwarded-For": "6.6.6.6",
                                                               "Authorization": f"Bearer {site.token}"})
-    time.sleep(0.3)
-    assert any(line["client"] == "127.0.0.4" for line in access_lines(site.gateway_processes[0]))
+    until(lambda: any(line["client"] == "127.0.0.4" for line in access_lines(site.gateway_processes[0])),
+          "the direct request is logged with its socket's address")
     assert not any(line["client"] == "6.6.6.6" for line in access_lines(site.gateway_processes[0]))
 
 
@@ -140,10 +145,9 @@ def test_revocation_is_enforced_by_every_gateway_within_a_second(site: Site) -> 
         assert httpx.post(f"{base}/v1/chat/completions", json=chat_body("quick"),
                           headers={"Authorization": f"Bearer {victim}"}).status_code == 200
     site.system.cli("token", "revoke", victim[:12])
-    time.sleep(1.0)
-    for base in site.gateways:
-        assert httpx.post(f"{base}/v1/chat/completions", json=chat_body("quick"),
-                          headers={"Authorization": f"Bearer {victim}"}).status_code == 401
+    until(lambda: all(httpx.post(f"{base}/v1/chat/completions", json=chat_body("quick"),
+                                 headers={"Authorization": f"Bearer {victim}"}).status_code == 401
+                      for base in site.gateways), "every gateway refuses the revoked token", timeout=1.0)
 
 
 def test_metrics_count_requests_and_show_queues(site: Site) -> None:
@@ -173,7 +177,7 @@ def test_several_gateway_processes_on_one_port_report_summed_metrics(site: Site)
         thread.start()
     for thread in threads:
         thread.join()
-    time.sleep(0.3)
+    until(lambda: len(access_lines(site.system.processes[-1])) >= 16, "the requests are in the access log")
     pids = {line["pid"] for line in access_lines(site.system.processes[-1])}
     text = httpx.get(f"{base}/metrics").text
     served = re.search(r'modelport_requests_total\{model="quick",status="200"\} (\d+)', text)
@@ -233,13 +237,19 @@ def test_browser_on_another_origin_streams_the_kuwa_snippet_through_nginx(site: 
 
 def test_killing_one_gateway_loses_only_its_own_requests(site: Site) -> None:
     results: list[int] = []
+    streaming: list[bool] = []
 
     def stream() -> None:
         with client() as http, http.stream("POST", f"{site.nginx.base}/v1/chat/completions",
                                            json=chat_body("steady", stream=True),
                                            headers={"Authorization": f"Bearer {site.token}"}) as response:
             try:
-                lines = [line for line in response.iter_lines() if line]
+                lines: list[str] = []
+                for line in response.iter_lines():
+                    if line:
+                        streaming.append(line.startswith("data:") and not any(seen.startswith("data:")
+                                                                              for seen in lines))
+                        lines.append(line)
             except httpx.RemoteProtocolError:  # its gateway died: the stream is cut
                 results.append(0)
                 return
@@ -248,7 +258,7 @@ def test_killing_one_gateway_loses_only_its_own_requests(site: Site) -> None:
     threads = [threading.Thread(target=stream) for _ in range(6)]
     for thread in threads:
         thread.start()
-    time.sleep(0.8)
+    until(lambda: streaming.count(True) == 6, "all six streams have their first words")
     site.gateway_processes[1].kill()
     for thread in threads:
         thread.join(timeout=30)

@@ -16,6 +16,7 @@ import httpx
 import psutil
 
 from tests.servers import free_port
+from tests.waiting import until
 
 
 def test_up_serves_the_bundled_model_and_prints_a_working_curl_line(tmp_path: Path) -> None:
@@ -56,5 +57,5 @@ def test_up_serves_the_bundled_model_and_prints_a_working_curl_line(tmp_path: Pa
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=60)
-    time.sleep(1)
-    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    until(lambda: not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE],
+          "everything modelport up started has stopped", timeout=10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -24,13 +23,11 @@ def until(condition: Callable[[], T], what: str, timeout: float = 20.0) -> T:
         time.sleep(POLL_S)
 
 
-async def until_async(condition: Callable[[], Awaitable[T] | T], what: str, timeout: float = 20.0) -> T:
-    """``until`` for an event loop: ``condition`` may be a coroutine function."""
+async def until_async(condition: Callable[[], Awaitable[T]], what: str, timeout: float = 20.0) -> T:
+    """``until`` for an event loop, with a condition to await."""
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
-        if inspect.isawaitable(value):
-            value = await value
+        value = await condition()
         if value:
             return value
         if time.monotonic() > deadline:

@@ -49,7 +49,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
         usage = UsageWriter(sessions, settings.usage_flush_s, settings.cancel_settle_s,
                             lambda outcome: _recorded(outcome, metrics, broker))
         await broker.start()
-        tasks = [asyncio.create_task(usage.run()), asyncio.create_task(_follow_invalidations(broker, auth, sessions))]
+        tasks = [asyncio.create_task(usage.run()),
+                 asyncio.create_task(_follow_invalidations(broker, auth, sessions, metrics))]
         try:
             yield {"gateway": GatewayState(settings, broker, auth, usage, sessions, metrics)}
         finally:
@@ -92,12 +93,13 @@ def _recorded(outcome: Outcome, metrics: GatewayMetrics, broker: GatewayBroker) 
 
 
 async def _follow_invalidations(broker: GatewayBroker, auth: Authenticator,
-                                sessions: async_sessionmaker[AsyncSession]) -> None:
+                                sessions: async_sessionmaker[AsyncSession], metrics: GatewayMetrics) -> None:
     """Drop the auth cache on every announced change; on (re)connecting to Redis, which may have restarted
     empty, also restore the LLM registrations workers start from."""
     async for reconnected in broker.announcements.changes():
         auth.invalidate()
         if not reconnected:
+            metrics.announcements.inc()
             continue
         try:
             async with sessions() as session:

@@ -1,5 +1,5 @@
 """Prometheus metrics of the gateway: requests by model and status, time to first token, tokens per
-second, rejections by reason, and (read from Redis at scrape time) queue depth and live workers per model.
+second, rejections by reason, announced changes heard, and (read from Redis at scrape time) queue depth and live workers per model.
 
 With several gateway processes (``modelport gateway --workers N``) counters live in
 ``PROMETHEUS_MULTIPROC_DIR`` and every process's scrape reports the sum.
@@ -25,6 +25,8 @@ class GatewayMetrics:
         self.ttft = Histogram("modelport_time_to_first_token_seconds", "From request to first token",
                               ["model"], registry=self.registry,
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.announcements = Counter("modelport_announcements_heard", "Announced directory changes this gateway "
+                                     "acted on (its authorisation cache dropped)", registry=self.registry)
         self.tokens_per_second = Histogram("modelport_tokens_per_second", "Completion tokens per second of generation",
                                            ["model"], registry=self.registry,
                                            buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000))
@@ -37,7 +39,6 @@ class GatewayMetrics:
         generating = outcome.ended_at - outcome.ttft_s
         if outcome.completion_tokens > 1 and generating > 0:
             self.tokens_per_second.labels(outcome.model).observe(outcome.completion_tokens / generating)
-
 
     def exposition(self, queue_stats: dict[str, tuple[int, int]]) -> bytes:
         """The text exposition: this process's (or all processes') counters, plus per-model queue gauges."""
