@@ -34,11 +34,11 @@ async def chat_completions(request: Request) -> ASGIApp:
     limits = state.broker.limits
     admission = await limits.admit(list(principal.limits), chat.token_estimate(state.settings.completion_reserve))
     try:
-        handle = await state.broker.jobs.submit(chat.model, chat.generation_params(), user=principal.user_name,
-                                           user_id=principal.user_id, timeout_s=state.settings.job_timeout_s,
-                                           max_queue=entry.max_queue, priority=principal.priority,
-                                           user_share=state.settings.queue_user_share, group_id=principal.group_id,
-                                           group_share=state.settings.queue_group_share)
+        handle = await state.broker.jobs.submit(
+            chat.model, chat.generation_params(), user=principal.user_name, user_id=principal.user_id,
+            timeout_s=state.settings.job_timeout_s, max_queue=entry.max_queue, priority=principal.priority,
+            user_share=state.settings.queue_user_share, group_id=principal.group_id,
+            group_share=state.settings.queue_group_share)
     except BaseException:  # refused, Redis failed, or the client left meanwhile: the admission is released
         limits.settle_soon(admission, 0, release=True)
         raise

@@ -1,5 +1,6 @@
 """Prometheus metrics of the gateway: requests by model and status, time to first token, tokens per
-second, rejections by reason, announced changes heard, and (read from Redis at scrape time) queue depth and live workers per model.
+second, rejections by reason, announced changes heard, and (read from Redis at scrape time) queue depth
+and live workers per model.
 
 With several gateway processes (``modelport gateway --workers N``) counters live in
 ``PROMETHEUS_MULTIPROC_DIR`` and every process's scrape reports the sum.
