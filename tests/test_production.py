@@ -227,6 +227,7 @@ def test_browser_on_another_origin_streams_the_kuwa_snippet_through_nginx(site: 
             browser.close()
     finally:
         server.shutdown()
+        server.server_close()
     texts = [text for _, text in outputs if text != "Stream ended"]
     assert texts[-1] == SLOW_REPLY and "Stream ended" in [text for _, text in outputs]
     assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(texts))

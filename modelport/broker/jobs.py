@@ -123,19 +123,22 @@ class JobQueue:
                 await self._commands.script_load(script)
             return await run()
 
-    async def abort(self, user_id: int) -> int:
-        """Cancel every unfinished job of a user, on whichever gateway it was submitted."""
+    async def abort(self, user_id: int, job_ids: list[str] | None = None) -> int:
+        """Cancel the unfinished jobs of a user (those of ``job_ids`` only, when given; ids of other users'
+        jobs or of ended ones are ignored), on whichever gateway each was submitted."""
         try:
             members = await self._held(keys=[keys.in_flight(user_id)])
-            job_ids = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in members]
+            held = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in members]
+            wanted = set(job_ids or ())
+            chosen = held if job_ids is None else [job_id for job_id in held if job_id in wanted]
             async with self._commands.pipeline(transaction=False) as pipe:
-                for job_id in job_ids:
+                for job_id in chosen:
                     pipe.set(keys.cancelled(job_id), 1, ex=600)
                     pipe.publish(keys.CANCEL_CHANNEL, job_id)
                 await pipe.execute()
         except QUEUE_ERRORS:
             raise Unavailable("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
-        return len(job_ids)
+        return len(chosen)
 
     async def queue_stats(self, models: list[str]) -> dict[str, tuple[int, int]]:
         """Outstanding jobs and live workers per model, for metrics."""

@@ -10,13 +10,13 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from modelport.gateway.json_response import FastJSONResponse
-from modelport.gateway.render import ChunkRenderer, KuwaRenderer, StreamRenderer
+from modelport.gateway.render import ChunkRenderer, CompletionBuilder, KuwaRenderer, StreamRenderer
 from modelport.gateway.responses import JobResponse
 from modelport.gateway.settings import GatewaySettings
 from modelport.gateway.state import GatewayState
 from modelport.gateway.usage import Outcome
 from modelport.protocol.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
-from modelport.protocol.openai_wire import ChatCompletionRequest, parse_chat_request
+from modelport.protocol.openai_wire import ChatCompletionRequest, parse_abort_request, parse_chat_request
 
 
 async def chat_completions(request: Request) -> ASGIApp:
@@ -45,18 +45,23 @@ async def chat_completions(request: Request) -> ASGIApp:
     request.state.access["job"] = handle.job.id
     outcome = Outcome(principal=principal, job_id=handle.job.id, model=chat.model, stream=stream,
                       started_at=started, admission=admission)
-    renderer: StreamRenderer | None = None
+    created = int(time.time())
+    renderer: StreamRenderer | CompletionBuilder = CompletionBuilder(handle.job.id, chat.model, created, kuwa)
     if stream:
-        kind = KuwaRenderer if kuwa else ChunkRenderer
-        renderer = kind(handle.job.id, chat.model, int(time.time()), chat.include_usage)
-    return JobResponse(handle, state.broker.jobs, state.usage, outcome, renderer, admission.headers)
+        renderer = (KuwaRenderer if kuwa else ChunkRenderer)(handle.job.id, chat.model, created, chat.include_usage)
+    # The job id is the request's id (Kuwa's client reads it here to abort the job later).
+    headers = {**admission.headers, "x-request-id": handle.job.id}
+    return JobResponse(handle, state.broker.jobs, state.usage, outcome, renderer, headers)
 
 
 async def abort(request: Request) -> Response:
-    """``POST /v1.0/chat/abort``: cancel every unfinished request of the caller, on every gateway."""
+    """``POST /v1.0/chat/abort``: cancel the caller's unfinished requests on every gateway; with a body
+    ``{"ids": [...]}`` (Kuwa's client sends the job ids from ``x-request-id``), only those of them."""
     state: GatewayState = request.state.gateway
     principal = await state.auth.principal(request.headers.get("authorization"))
-    return FastJSONResponse({"object": "chat.abort", "cancelled": await state.broker.jobs.abort(principal.user_id)})
+    job_ids = parse_abort_request(await read_body(request, state.settings)).ids
+    cancelled = await state.broker.jobs.abort(principal.user_id, job_ids)
+    return FastJSONResponse({"object": "chat.abort", "cancelled": cancelled})
 
 
 def wants_stream(chat: ChatCompletionRequest, accept: str, kuwa: bool) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import orjson
 
 from modelport.protocol.envelope import ChoiceDelta, Delta, Usage
-from modelport.protocol.errors import ErrorBody
+from modelport.protocol.errors import Cancelled, ErrorBody
 
 DONE = b"data: [DONE]\n\n"
 # Kuwa's Python client json-parses every ``data:`` line and stops at the line ``event: close``; the OpenAI
@@ -119,11 +119,26 @@ class KuwaRenderer:
         return bytes(out + KUWA_DONE)
 
     def fail(self, error: ErrorBody) -> bytes:
-        return error_frame(error) + KUWA_DONE
+        """Kuwa clients parse every frame as a chunk: a cancelled job (aborted, or its client gone) ends like
+        a finished one, with the held text, a last empty chunk saying why (``exit_code`` 1 and the error's
+        code in ``modelport_end``) and the closing frame. Other failures send OpenAI's error object."""
+        if error.code != Cancelled.default_code:
+            return error_frame(error) + KUWA_DONE
+        out = bytearray()
+        for index, character in sorted(self._held.items()):
+            out += self._frame(index, {"content": character}, None)
+        self._held.clear()
+        out += self._frame(0, {"content": ""}, "stop", exit_code=1, modelport_end=error.code)
+        return bytes(out + KUWA_DONE)
 
-    def _frame(self, index: int, delta: dict[str, Any], finish_reason: str | None) -> bytes:
-        choice = {"index": index, "delta": {"role": "assistant", **delta}, "logprobs": None,
-                  "finish_reason": finish_reason}
+    def _frame(self, index: int, delta: dict[str, Any], finish_reason: str | None, *, exit_code: int = 0,
+               **extension: str) -> bytes:
+        """One chunk of one choice; the last one of a choice (with its finish reason) carries Kuwa's
+        ``exit_code``, 0 when the job succeeded."""
+        choice: dict[str, Any] = {"index": index, "delta": {"role": "assistant", **delta}, "logprobs": None,
+                                  "finish_reason": finish_reason}
+        if finish_reason is not None:
+            choice.update(exit_code=exit_code, **extension)
         return frame(self._dumps({**self._base, "choices": [choice]}))
 
     @staticmethod
@@ -132,11 +147,13 @@ class KuwaRenderer:
 
 
 class CompletionBuilder:
-    """Accumulates deltas into one ``chat.completion`` body (non-streaming requests)."""
+    """Accumulates deltas into one ``chat.completion`` body (non-streaming requests); for Kuwa clients
+    (``exit_codes``) each choice also carries Kuwa's ``exit_code``, 0: the job succeeded."""
 
-    def __init__(self, job_id: str, model: str, created: int) -> None:
+    def __init__(self, job_id: str, model: str, created: int, exit_codes: bool = False) -> None:
         self._head = {"id": job_id, "object": "chat.completion", "created": created, "model": model}
         self._choices: dict[int, ChoiceDelta] = {}
+        self._exit_codes = exit_codes
 
     def add(self, delta: Delta) -> None:
         for choice in delta.choices:
@@ -148,6 +165,8 @@ class CompletionBuilder:
 
     def body(self, usage: Usage | None) -> bytes:
         choices = [self._choice(choice) for _, choice in sorted(self._choices.items())]
+        if self._exit_codes:
+            choices = [{**choice, "exit_code": 0} for choice in choices]
         return orjson.dumps({**self._head, "choices": choices, "usage": usage_dict(usage),
                              "system_fingerprint": None})
 

@@ -30,10 +30,11 @@ QUEUE_COMMENT_S = 5.0
 
 
 class JobResponse:
-    """Serves one job to one client; ``renderer`` is None for a non-streaming request."""
+    """Serves one job to one client, streamed by a ``StreamRenderer`` or as one body a ``CompletionBuilder``
+    builds."""
 
     def __init__(self, handle: JobHandle, jobs: JobQueue, usage: UsageWriter, outcome: Outcome,
-                 renderer: StreamRenderer | None, headers: dict[str, str]) -> None:
+                 renderer: StreamRenderer | CompletionBuilder, headers: dict[str, str]) -> None:
         self.headers = [(name.encode(), value.encode()) for name, value in headers.items()]
         self.handle = handle
         self.jobs = jobs
@@ -63,8 +64,9 @@ class JobResponse:
         self.usage.record(self.outcome)
 
     async def _respond(self, send: Send) -> None:
-        if self.renderer is not None and self.renderer.comments and self.handle.position > 0:
-            await self._send_queued_stream(send, self.renderer)
+        renderer = self.renderer
+        if not isinstance(renderer, CompletionBuilder) and renderer.comments and self.handle.position > 0:
+            await self._send_queued_stream(send, renderer)
             return
         first = await self.handle.next()
         if isinstance(first, Failed):
@@ -72,13 +74,12 @@ class JobResponse:
             await render_error(first.error)(self._scope, self._receive, send)
             return
         self.outcome.ttft_s = time.monotonic()
-        if self.renderer is None:
-            await self._send_completion(send, first)
+        if isinstance(renderer, CompletionBuilder):
+            await self._send_completion(send, renderer, first)
         else:
-            await self._send_stream(send, self.renderer, first)
+            await self._send_stream(send, renderer, first)
 
-    async def _send_completion(self, send: Send, first: Delta | Done) -> None:
-        builder = CompletionBuilder(self.handle.job.id, self.handle.job.model, int(time.time()))
+    async def _send_completion(self, send: Send, builder: CompletionBuilder, first: Delta | Done) -> None:
         event: Event = first
         while isinstance(event, Delta):
             builder.add(event)

@@ -134,6 +134,26 @@ class ChatCompletionRequest(WireModel):
         return GenerationParams(**fields, extra=extra)
 
 
+MAX_ABORT_IDS = 256
+JobId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class AbortRequest(WireModel):
+    """Kuwa's ``POST /v1.0/chat/abort`` body: the job ids to cancel (all of the caller's when absent)."""
+
+    ids: Annotated[list[JobId], Field(max_length=MAX_ABORT_IDS)] | None = None
+
+
+def parse_abort_request(body: bytes) -> AbortRequest:
+    """An empty body, or ``{}``, aborts everything of the caller's; anything else is validated."""
+    if not body.strip():
+        return AbortRequest()
+    try:
+        return AbortRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid_request(exc) from None
+
+
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
     """Parse and validate a request body; any problem is a 400 naming the parameter."""
     try:
