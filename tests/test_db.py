@@ -10,11 +10,12 @@ from sqlalchemy import inspect
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from modelport.db import directory, queries
+from modelport.db import directory, queries, virtual_models
 from modelport.db.engine import create_engine, session_factory
 from modelport.db.migrate import upgrade_async
-from modelport.db.tables import ApiToken, AuditEntry
+from modelport.db.tables import ApiToken, AuditEntry, PresetVisibility
 from modelport.protocol.errors import InvalidRequest, NotFound
+from modelport.protocol.presets import PresetSettings
 from tests.conftest import DATABASES, new_database
 
 
@@ -73,3 +74,24 @@ async def test_directory_rejects_duplicates_bad_names_and_unknowns(session: Asyn
         await directory.join(session, "test", "nobody", "g")
     with pytest.raises(NotFound):
         await directory.revoke_token(session, "test", "mp-nothing")
+
+
+async def test_aliases_and_presets_share_the_model_namespace_and_owners_are_bounded(session: AsyncSession) -> None:
+    await directory.add_user(session, "test", "carol")
+    await directory.add_group(session, "test", "class")
+    await directory.join(session, "test", "carol", "class")
+    await directory.add_llm(session, "test", "base", "fake", {})
+    await virtual_models.add_alias(session, "test", "nick", "base")
+    await directory.grant(session, "test", "class", "nick")
+    for taken in ("base", "nick"):
+        with pytest.raises(InvalidRequest):
+            await virtual_models.add_preset(session, "test", taken, "base", PresetSettings())
+    for number in range(virtual_models.MAX_PRESETS_PER_OWNER):
+        await virtual_models.add_preset(session, "test", f"p{number}", "base", PresetSettings(),
+                                        visibility=PresetVisibility.PRIVATE, owner_name="carol")
+    with pytest.raises(InvalidRequest, match="the most one user may own"):
+        await virtual_models.add_preset(session, "test", "one-more", "base", PresetSettings(),
+                                        visibility=PresetVisibility.PRIVATE, owner_name="carol")
+    token = await directory.create_token(session, "test", "carol")
+    owner = await queries.token_owner(session, token.secret_hash)
+    assert owner is not None and owner.models == frozenset({"nick"}), "an alias alone; presets need their LLM"

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from kuwa.client import KuwaClient
+from kuwa.client import BotOperations, KuwaClient, ModelOperations
 from kuwa.client.base import StopAsyncGenerator
 
 from tests.live import Live
-from tests.waiting import until_async
+from tests.waiting import until, until_async
 
 HI = [{"role": "user", "content": "hi"}]
 FAKE_REPLY = "Hello from the fake model. 你好，世界！"
@@ -100,3 +100,64 @@ def test_abort_body_is_bounded_and_only_touches_the_callers_jobs(live: Live) -> 
     assert not_a_list.status_code == 400
     not_json = httpx.post(f"{live.base}/v1.0/chat/abort", content=b"{", headers=headers)
     assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "invalid_json"
+
+
+def test_bots_by_name_and_an_inline_botfile(live: Live) -> None:
+    live.system.cli("llm", "add", "kuwa-echo", "--backend", "fake", "--config", '{"echo": true}')
+    live.system.cli("group", "grant", "everything", "kuwa-echo")
+    live.system.worker("kuwa-echo")
+    live.system.cli("preset", "add", "parrot", "--llm", "kuwa-echo", "--before-prompt", "Polly says ",
+                    "--max-tokens", "4")
+    live.system.cli("preset", "add", "default", "--llm", "kuwa-echo", "--after-prompt", " (by default)")
+    say = [{"role": "user", "content": "hello there my friend and more"}]
+
+    async def run() -> list[tuple[str, int | None]]:
+        return [
+            await answer(kuwa(live, ".bot/parrot").chat_complete_with_exit_code(messages=say)),
+            await answer(kuwa(live, ".bot/parrot").chat_complete_with_exit_code(messages=say, streaming=False)),
+            await answer(KuwaClient(base_url=live.base + "/", auth_token=live.token).chat_complete_with_exit_code(
+                messages=[{"role": "user", "content": "hi"}])),
+            await answer(kuwa(live, "kuwa-echo").chat_complete_with_exit_code(
+                messages=say, botfile='BEFORE-PROMPT "Echo: "\nPARAMETER max_tokens 2')),
+            await answer(kuwa(live, ".bot/parrot").chat_complete_with_exit_code(
+                messages=say, botfile='AFTER-PROMPT """ or not"""\nPARAMETER max_tokens 100')),
+        ]
+
+    parrot, parrot_whole, default, inline, capped = asyncio.run(run())
+    assert parrot == parrot_whole == ("Polly says hello there ", 0), "the preset's text and max_tokens held"
+    assert default == ("hi (by default)", 0), "Kuwa's default model is the preset named default"
+    assert inline == ("Echo: hello ", 0)
+    assert capped == ("Polly says hello there ", 0), "a botfile cannot raise the preset's max_tokens"
+
+
+def test_the_user_api_lists_models_and_bots_and_creates_private_bots(live: Live) -> None:
+    live.system.cli("group", "add", "bot-makers", "--permission", "create_preset")
+    live.system.cli("user", "add", "maker")
+    live.system.cli("user", "join", "maker", "bot-makers")
+    live.system.cli("group", "grant", "bot-makers", "fake")
+    maker = live.system.cli("token", "create", "maker").strip().splitlines()[-1]
+    operations = BotOperations(base_url=live.base + "/", auth_token=maker)
+    models = ModelOperations(base_url=live.base + "/", auth_token=maker).list_base_models()
+    assert models["status"] == "success" and [model["access_code"] for model in models["result"]] == ["fake"]
+    created = operations.create_bot("fake", "makers-bot", {"modelfile": "SYSTEM Be brief.", "bot_describe": "mine"})
+    assert created["status"] == "success" and isinstance(created["last_bot_id"], int)
+    until(lambda: any(bot["name"] == "makers-bot" for bot in operations.list_bots()["result"]),
+          "the new bot is listed", 2)
+    [bot] = [bot for bot in operations.list_bots()["result"] if bot["name"] == "makers-bot"]
+    assert (bot["access_code"], bot["llm_name"], bot["visibility"], bot["description"]) == (
+        ".bot/makers-bot", "fake", 3, "mine")
+    others = BotOperations(base_url=live.base + "/", auth_token=live.other_token).list_bots()["result"]
+    assert "makers-bot" not in [bot["name"] for bot in others], "a private bot is its owner's"
+
+    def refused(token: str, body: dict[str, object]) -> httpx.Response:
+        return httpx.post(f"{live.base}/api/user/create/bot", json=body, headers={"Authorization": f"Bearer {token}"})
+
+    no_permission = refused(live.other_token, {"llm_access_code": "fake", "bot_name": "nope"})
+    assert no_permission.status_code == 403 and "create_preset" in no_permission.json()["error"]["message"]
+    assert refused(maker, {"llm_access_code": "oc", "bot_name": "nope"}).status_code == 403, "not the maker's LLM"
+    assert refused(maker, {"llm_access_code": "fake", "bot_name": "nope", "visibility": 0}).status_code == 403
+    assert refused(maker, {"llm_access_code": "fake", "bot_name": "makers-bot"}).status_code == 400, "taken"
+    assert refused(maker, {"llm_access_code": "fake", "bot_name": "bad name!"}).status_code == 400
+    assert refused(maker, {"llm_access_code": "fake"}).status_code == 400
+    rooms = httpx.get(f"{live.base}/api/user/read/rooms", headers={"Authorization": f"Bearer {maker}"})
+    assert rooms.status_code == 404 and "Kuwa's chat application" in rooms.json()["error"]["message"]

@@ -30,6 +30,11 @@ async def mirror(redis: Redis, registrations: list[Registration]) -> None:
 
 async def announce(redis: Redis, registrations: list[Registration]) -> None:
     await mirror(redis, registrations)
+    await invalidate(redis)
+
+
+async def invalidate(redis: Redis) -> None:
+    """Tell every gateway to drop its cached view (a change that leaves the registrations as they are)."""
     await redis.publish(keys.INVALIDATE_CHANNEL, "all")
 
 

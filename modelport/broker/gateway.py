@@ -12,7 +12,7 @@ import contextlib
 import time
 import uuid
 
-from modelport.broker.announcements import Announcements, mirror
+from modelport.broker.announcements import Announcements, invalidate, mirror
 from modelport.broker.inbox import READ_BLOCK_MS, Inbox
 from modelport.broker.jobs import JobQueue
 from modelport.broker.limits import RateLimiter
@@ -66,6 +66,10 @@ class GatewayBroker:
             return bool(await self._commands.ping())
         except QUEUE_ERRORS:
             return False
+
+    async def announce_change(self) -> None:
+        """Every gateway (this one too) drops its cached view: a user changed a preset of theirs."""
+        await invalidate(self._commands)
 
     async def restore_registrations(self, registrations: list[Registration]) -> None:
         """Mirror the registrations again (after Redis restarted and lost them)."""

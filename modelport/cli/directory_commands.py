@@ -1,4 +1,5 @@
-"""The CLI's directory commands: users, groups, grants, LLMs and tokens, with the change announced."""
+"""The CLI's directory commands: users, groups, grants, LLMs, aliases, presets and tokens, with the change
+announced."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from modelport.broker.announcements import announce_change
-from modelport.db import directory, queries
+from modelport.db import directory, queries, virtual_models
 from modelport.db.engine import create_engine, session_factory
-from modelport.db.tables import LimitScope, utcnow
+from modelport.db.tables import LimitScope, PresetVisibility, utcnow
 from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.errors import InvalidRequest
+from modelport.protocol.presets import PresetSettings
 from modelport.settings import CommonSettings
 from modelport.workers.backends.registry import validate_config
 
@@ -79,6 +83,33 @@ async def llm_add(settings: CommonSettings, args: argparse.Namespace) -> None:
     await in_session(settings, lambda s: directory.add_llm(s, ACTOR, args.name, args.backend, config,
                                                            max_queue=args.max_queue))
     print(f"llm {args.name} registered ({args.backend})")
+
+
+async def llm_alias(settings: CommonSettings, args: argparse.Namespace) -> None:
+    await in_session(settings, lambda s: virtual_models.add_alias(s, ACTOR, args.alias, args.llm))
+    print(f"{args.alias} is an alias of {args.llm}")
+
+
+async def preset_add(settings: CommonSettings, args: argparse.Namespace) -> None:
+    try:
+        preset = PresetSettings(system_prompt=args.system, before_prompt=args.before_prompt,
+                                after_prompt=args.after_prompt, client_system=not args.no_client_system,
+                                temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
+                                stop=args.stop)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        raise InvalidRequest(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    visibility = (PresetVisibility.GROUP if args.group else
+                  PresetVisibility.PRIVATE if args.owner else PresetVisibility.PUBLIC)
+    await in_session(settings, lambda s: virtual_models.add_preset(
+        s, ACTOR, args.name, args.llm, preset, visibility=visibility, group_name=args.group, owner_name=args.owner,
+        description=args.description))
+    print(f"preset {args.name} of {args.llm} added ({visibility.value})")
+
+
+async def preset_remove(settings: CommonSettings, args: argparse.Namespace) -> None:
+    await in_session(settings, lambda s: virtual_models.remove_preset(s, ACTOR, args.name))
+    print(f"preset {args.name} removed")
 
 
 async def token_create(settings: CommonSettings, args: argparse.Namespace) -> None:
@@ -148,6 +179,32 @@ def add_directory_parsers(commands: Any) -> None:
     ladd.add_argument("--concurrency", type=int, help="jobs one worker runs at once")
     ladd.add_argument("--max-queue", type=int, default=256, help="outstanding jobs before 429")
     ladd.set_defaults(run=llm_add)
+    alias = llm.add_parser("alias", help="another name for an LLM (grants on the LLM cover it; it may have its own)")
+    alias.add_argument("alias")
+    alias.add_argument("llm")
+    alias.set_defaults(run=llm_alias)
+
+    preset = commands.add_parser("preset", help="presets (Kuwa's bots): an LLM with a system prompt and "
+                                 "settings").add_subparsers(dest="action", required=True)
+    padd = preset.add_parser("add", help="add a preset; without --owner or --group everyone who may use the LLM "
+                             "may use it")
+    padd.add_argument("name")
+    padd.add_argument("--llm", required=True)
+    padd.add_argument("--system", default="", help="system prompt, sent before the client's messages")
+    padd.add_argument("--before-prompt", default="", help="text put before the user's last prompt")
+    padd.add_argument("--after-prompt", default="", help="text put after the user's last prompt")
+    padd.add_argument("--no-client-system", action="store_true", help="refuse requests with system messages")
+    padd.add_argument("--temperature", type=float, help="default temperature")
+    padd.add_argument("--top-p", type=float, help="default top_p")
+    padd.add_argument("--max-tokens", type=int, help="default and most completion tokens a client may ask for")
+    padd.add_argument("--stop", action="append", default=[], help="default stop sequence (repeatable)")
+    padd.add_argument("--owner", help="the user who manages it; without --group, only they may use it")
+    padd.add_argument("--group", help="only this group's members may use it")
+    padd.add_argument("--description", default="")
+    padd.set_defaults(run=preset_add)
+    premove = preset.add_parser("remove", help="remove a preset")
+    premove.add_argument("name")
+    premove.set_defaults(run=preset_remove)
 
     token = commands.add_parser("token", help="manage API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", help="create a token; printed once, on the last line")

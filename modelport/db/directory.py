@@ -16,12 +16,15 @@ from modelport.db.queries import deactivated_by_directory
 from modelport.db.secrets import NewToken, new_token
 from modelport.db.tables import (
     LLM,
+    AliasGrant,
     ApiToken,
     AuditEntry,
     Grant,
     Group,
     LimitScope,
     Membership,
+    ModelAlias,
+    Preset,
     RateLimit,
     User,
     UserSource,
@@ -44,16 +47,27 @@ async def record(session: AsyncSession, actor: str, action: str, target: str) ->
     await session.commit()
 
 
-async def _one(session: AsyncSession, kind: type[User] | type[Group] | type[LLM], name: str) -> Any:
+async def one(session: AsyncSession, kind: type[User] | type[Group] | type[LLM] | type[Preset], name: str) -> Any:
+    """The row of this kind with this name, or a 404 naming it."""
     found = (await session.exec(select(kind).where(kind.name == name))).first()
     if found is None:
         raise NotFound(f"No {kind.__name__.lower()} named '{name}'.")
     return found
 
 
-async def _require_new(session: AsyncSession, kind: type[User] | type[Group] | type[LLM], name: str) -> None:
+async def _require_new(session: AsyncSession, kind: type[User] | type[Group], name: str) -> None:
     if (await session.exec(select(kind).where(kind.name == name))).first() is not None:
         raise InvalidRequest(f"A {kind.__name__.lower()} named '{name}' already exists.")
+
+
+async def require_new_model_name(session: AsyncSession, name: str) -> None:
+    """LLMs, aliases and presets share one namespace (a request names any of them as its model)."""
+    if not keys.MODEL_NAME_PATTERN.match(name):
+        raise InvalidRequest("Model names use letters, digits and . _ : / @ + - (at most 128).", param="name")
+    for kind in (LLM, ModelAlias, Preset):
+        if (await session.exec(select(kind.id).where(kind.name == name))).first() is not None:
+            raise InvalidRequest(f"The model name '{name}' is taken (by an LLM, an alias or a preset).",
+                                 param="name")
 
 
 async def add_user(session: AsyncSession, actor: str, name: str, *, admin: bool = False,
@@ -78,8 +92,8 @@ async def add_group(session: AsyncSession, actor: str, name: str, permissions: l
 
 
 async def join(session: AsyncSession, actor: str, user_name: str, group_name: str) -> None:
-    user: User = await _one(session, User, user_name)
-    group: Group = await _one(session, Group, group_name)
+    user: User = await one(session, User, user_name)
+    group: Group = await one(session, Group, group_name)
     assert user.id is not None and group.id is not None
     if await session.get(Membership, (user.id, group.id)) is None:
         session.add(Membership(user_id=user.id, group_id=group.id))
@@ -87,22 +101,30 @@ async def join(session: AsyncSession, actor: str, user_name: str, group_name: st
     await session.commit()
 
 
-async def grant(session: AsyncSession, actor: str, group_name: str, llm_name: str) -> None:
-    group: Group = await _one(session, Group, group_name)
-    llm: LLM = await _one(session, LLM, llm_name)
-    assert group.id is not None and llm.id is not None
-    if await session.get(Grant, (group.id, llm.id)) is None:
-        session.add(Grant(group_id=group.id, llm_id=llm.id))
-    audit(session, actor, "group.grant", group_name, llm=llm_name)
+async def grant(session: AsyncSession, actor: str, group_name: str, model_name: str) -> None:
+    """Let a group use an LLM (with its aliases and presets), or an alias alone."""
+    group: Group = await one(session, Group, group_name)
+    llm = (await session.exec(select(LLM).where(LLM.name == model_name))).first()
+    alias = (await session.exec(select(ModelAlias).where(ModelAlias.name == model_name))).first()
+    assert group.id is not None
+    if llm is not None:
+        assert llm.id is not None
+        if await session.get(Grant, (group.id, llm.id)) is None:
+            session.add(Grant(group_id=group.id, llm_id=llm.id))
+    elif alias is not None:
+        assert alias.id is not None
+        if await session.get(AliasGrant, (group.id, alias.id)) is None:
+            session.add(AliasGrant(group_id=group.id, alias_id=alias.id))
+    else:
+        raise NotFound(f"No llm or alias named '{model_name}'.")
+    audit(session, actor, "group.grant", group_name, llm=model_name)
     await session.commit()
 
 
 async def add_llm(session: AsyncSession, actor: str, name: str, backend: str, config: dict[str, Any], *,
                   max_queue: int = 256) -> LLM:
     """Register a model; ``config`` must already be validated for its backend."""
-    if not keys.MODEL_NAME_PATTERN.match(name):
-        raise InvalidRequest("Model names use letters, digits and . _ : / @ + - (at most 128).", param="name")
-    await _require_new(session, LLM, name)
+    await require_new_model_name(session, name)
     llm = LLM(name=name, backend=backend, config=config, max_queue=max_queue)
     session.add(llm)
     audit(session, actor, "llm.add", name, backend=backend)
@@ -112,7 +134,7 @@ async def add_llm(session: AsyncSession, actor: str, name: str, backend: str, co
 
 async def create_token(session: AsyncSession, actor: str, user_name: str, *, name: str = "",
                        expires_at: datetime | None = None) -> NewToken:
-    user: User = await _one(session, User, user_name)
+    user: User = await one(session, User, user_name)
     assert user.id is not None
     token = new_token()
     session.add(ApiToken(user_id=user.id, name=name, prefix=token.prefix, secret_hash=token.secret_hash,
@@ -161,7 +183,7 @@ async def _subject_id(session: AsyncSession, scope: LimitScope, name: str) -> in
             raise NotFound(f"'{name}' matches {len(tokens)} tokens; give one token's prefix.")
         found: ApiToken | User | Group = tokens[0]
     else:
-        found = await _one(session, User if scope is LimitScope.USER else Group, name)
+        found = await one(session, User if scope is LimitScope.USER else Group, name)
     assert found.id is not None
     return found.id
 

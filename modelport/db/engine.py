@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,8 @@ from sqlalchemy import event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from modelport.protocol.errors import Unavailable
 
 
 def normalise_url(url: str) -> str:
@@ -53,3 +57,14 @@ async def answers(sessions: async_sessionmaker[AsyncSession]) -> bool:
         return True
     except (SQLAlchemyError, OSError):
         return False
+
+
+@contextlib.asynccontextmanager
+async def serving_session(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session for a request being served: a database that cannot be reached is a 503, never a 500."""
+    try:
+        async with sessions() as session:
+            yield session
+    except (SQLAlchemyError, OSError) as exc:
+        raise Unavailable("The user database is unreachable; try again shortly.",
+                          code="database_unavailable") from exc

@@ -1,9 +1,10 @@
-"""The gateway's few queries: who owns a token and what may they use, which models exist, usage writes."""
+"""The gateway's few queries: who owns a token and what may they use, which models (LLMs, aliases, presets)
+exist, usage writes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import and_, or_, update
@@ -13,17 +14,22 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from modelport.broker.limits import LimitSubject
 from modelport.db.tables import (
     LLM,
+    AliasGrant,
     ApiToken,
     AuditEntry,
     Grant,
     Group,
     LimitScope,
     Membership,
+    ModelAlias,
+    Preset,
+    PresetVisibility,
     RateLimit,
     UsageRecord,
     User,
     as_utc,
 )
+from modelport.protocol.presets import PresetSettings
 from modelport.protocol.registrations import Registration
 
 
@@ -44,9 +50,13 @@ class TokenOwner:
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """A name a request may use: an LLM, an alias of one or a preset of one."""
+
     name: str
     max_queue: int
     created: int
+    llm: str  # the LLM whose workers serve it: its own name, for an LLM
+    preset: PresetSettings | None = None
 
 
 async def token_owner(session: AsyncSession, secret_hash: str) -> TokenOwner | None:
@@ -73,13 +83,27 @@ async def token_owner(session: AsyncSession, secret_hash: str) -> TokenOwner | N
 
 
 async def permitted_models(session: AsyncSession, user_id: int) -> frozenset[str]:
-    names = await session.exec(
-        select(LLM.name).distinct()
-        .join(Grant, col(Grant.llm_id) == col(LLM.id))
-        .join(Membership, col(Membership.group_id) == col(Grant.group_id))
-        .where(Membership.user_id == user_id, col(LLM.enabled).is_(True))
-    )
-    return frozenset(names.all())
+    """The enabled LLMs the user's groups were granted; the aliases of those and those granted by name; the
+    presets of those LLMs the user may see (public ones, their groups' and their own)."""
+    groups = select(Membership.group_id).where(Membership.user_id == user_id)
+    llms = set((await session.exec(
+        select(LLM.name).distinct().join(Grant, col(Grant.llm_id) == col(LLM.id))
+        .where(col(Grant.group_id).in_(groups), col(LLM.enabled).is_(True))
+    )).all())
+    aliases = (await session.exec(
+        select(ModelAlias.name, LLM.name, col(ModelAlias.id).in_(
+            select(AliasGrant.alias_id).where(col(AliasGrant.group_id).in_(groups))))
+        .join(LLM, col(LLM.id) == col(ModelAlias.llm_id)).where(col(LLM.enabled).is_(True))
+    )).all()
+    presets = (await session.exec(
+        select(Preset.name, LLM.name).join(LLM, col(LLM.id) == col(Preset.llm_id))
+        .where(col(Preset.enabled).is_(True), col(LLM.enabled).is_(True), or_(
+            col(Preset.visibility) == PresetVisibility.PUBLIC,
+            and_(col(Preset.visibility) == PresetVisibility.GROUP, col(Preset.group_id).in_(groups)),
+            and_(col(Preset.visibility) == PresetVisibility.PRIVATE, col(Preset.owner_id) == user_id)))
+    )).all()
+    return frozenset(llms | {alias for alias, llm, granted in aliases if granted or llm in llms}
+                     | {preset for preset, llm in presets if llm in llms})
 
 
 async def applicable_limits(session: AsyncSession, token_id: int, user_id: int) -> tuple[LimitSubject, ...]:
@@ -98,11 +122,35 @@ async def applicable_limits(session: AsyncSession, token_id: int, user_id: int) 
 
 
 async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
-    llms = await session.exec(select(LLM).where(col(LLM.enabled).is_(True)))
-    return {
-        llm.name: ModelEntry(llm.name, llm.max_queue, int(as_utc(llm.created_at).timestamp()) if llm.created_at else 0)
-        for llm in llms.all()
-    }
+    """Every name a request may use whose LLM is enabled, with what serves it."""
+    llms = {llm.name: ModelEntry(llm.name, llm.max_queue, epoch_seconds(llm.created_at), llm.name)
+            for llm in (await session.exec(select(LLM).where(col(LLM.enabled).is_(True)))).all()}
+    aliases = (await session.exec(select(ModelAlias, LLM.name).join(LLM, col(LLM.id) == col(ModelAlias.llm_id))
+                                  .where(col(LLM.enabled).is_(True)))).all()
+    presets = (await session.exec(select(Preset, LLM.name).join(LLM, col(LLM.id) == col(Preset.llm_id))
+                                  .where(col(LLM.enabled).is_(True), col(Preset.enabled).is_(True)))).all()
+    entries = dict(llms)
+    for alias, llm in aliases:
+        entries[alias.name] = replace(llms[llm], name=alias.name, created=epoch_seconds(alias.created_at))
+    for preset, llm in presets:
+        entries[preset.name] = replace(llms[llm], name=preset.name, created=epoch_seconds(preset.created_at),
+                                       preset=preset_settings(preset))
+    return entries
+
+
+async def presets_named(session: AsyncSession, names: Sequence[str]) -> list[tuple[Preset, str]]:
+    """These presets with the names of their LLMs, by name."""
+    rows = await session.exec(select(Preset, LLM.name).join(LLM, col(LLM.id) == col(Preset.llm_id))
+                              .where(col(Preset.name).in_(names)).order_by(col(Preset.name)))
+    return list(rows.all())
+
+
+def preset_settings(preset: Preset) -> PresetSettings:
+    return PresetSettings.model_validate(preset.model_dump(include=set(PresetSettings.model_fields)))
+
+
+def epoch_seconds(moment: datetime | None) -> int:
+    return int(as_utc(moment).timestamp()) if moment else 0
 
 
 async def registrations(session: AsyncSession) -> list[Registration]:

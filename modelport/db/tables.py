@@ -1,4 +1,5 @@
-"""SQLModel tables: users, groups, memberships, LLMs, grants, API tokens, usage records, audit log."""
+"""SQLModel tables: users, groups, memberships, LLMs with their aliases and presets, grants, API tokens, usage
+records, audit log."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, Relationship, SQLModel
+
+from modelport.protocol.presets import MAX_PROMPT_TEXT
 
 
 def utcnow() -> datetime:
@@ -77,6 +80,56 @@ class Grant(SQLModel, table=True):
     llm_id: int = Field(foreign_key="llm.id", primary_key=True, ondelete="CASCADE")
     group: Group = Relationship()
     llm: LLM = Relationship()
+
+
+class ModelAlias(SQLModel, table=True):
+    """Another name for an LLM: requests for it are served by the LLM, and answered under the alias."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=128)
+    llm_id: int = Field(foreign_key="llm.id", index=True, ondelete="CASCADE")
+    llm: LLM = Relationship()
+    created_at: datetime | None = _timestamp(now=True)
+
+
+class AliasGrant(SQLModel, table=True):
+    """A group may use an alias (and through it, only it, its LLM)."""
+
+    group_id: int = Field(foreign_key="group.id", primary_key=True, ondelete="CASCADE")
+    alias_id: int = Field(foreign_key="modelalias.id", primary_key=True, ondelete="CASCADE")
+    group: Group = Relationship()
+    alias: ModelAlias = Relationship()
+
+
+class PresetVisibility(enum.StrEnum):
+    PUBLIC = "public"  # everyone who may use its LLM
+    GROUP = "group"  # the members of its group
+    PRIVATE = "private"  # its owner
+
+
+
+class Preset(SQLModel, table=True):
+    """A bot (Kuwa's word): an LLM with a system prompt, text around the user's prompt and default
+    parameters; ``max_tokens`` is also a cap. Its owner (none: administrators only) manages it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=128)
+    llm_id: int = Field(foreign_key="llm.id", index=True, ondelete="CASCADE")
+    description: str = Field(default="", max_length=1024)
+    system_prompt: str = Field(default="", max_length=MAX_PROMPT_TEXT)
+    before_prompt: str = Field(default="", max_length=MAX_PROMPT_TEXT)
+    after_prompt: str = Field(default="", max_length=MAX_PROMPT_TEXT)
+    client_system: bool = True  # whether clients may add system messages after the preset's
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    visibility: PresetVisibility = Field(default=PresetVisibility.PUBLIC)
+    group_id: int | None = Field(default=None, foreign_key="group.id", ondelete="CASCADE")
+    owner_id: int | None = Field(default=None, foreign_key="user.id", index=True, ondelete="CASCADE")
+    enabled: bool = True
+    llm: LLM = Relationship()
+    created_at: datetime | None = _timestamp(now=True)
 
 
 class ApiToken(SQLModel, table=True):

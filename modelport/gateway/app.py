@@ -20,7 +20,7 @@ from starlette.routing import Route
 from modelport.broker.gateway import GatewayBroker
 from modelport.db import queries
 from modelport.db.engine import create_engine, session_factory
-from modelport.gateway import errors, operational
+from modelport.gateway import errors, kuwa_api, operational
 from modelport.gateway.access_log import AccessLog
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.chat import abort, chat_completions
@@ -68,6 +68,10 @@ def create_app(settings: GatewaySettings) -> Starlette:
         for prefix in ("/v1", "/v1.0")
         for route in (Route(f"{prefix}/models", list_models, methods=["GET"]),
                       Route(f"{prefix}/models/{{model:path}}", retrieve_model, methods=["GET"]))
+    ] + [Route("/api/user/read/models", kuwa_api.read_models, methods=["GET"]),
+         Route("/api/user/read/bots", kuwa_api.read_bots, methods=["GET"]),
+         Route("/api/user/create/bot", kuwa_api.create_bot, methods=["POST"]),
+         Route("/api/user/{rest:path}", kuwa_api.not_here, methods=["GET", "POST", "PUT", "DELETE"]),
     ] + [Route(f"/{name}", endpoint, methods=["GET"])
          for name, endpoint in (("healthz", healthz), ("readyz", readyz), ("metrics", operational.metrics))]
     middleware = [Middleware(AccessLog, metrics=metrics),

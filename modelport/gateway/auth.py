@@ -7,22 +7,20 @@ is dropped when any gateway-relevant row changes (a Redis pub/sub message) and a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from modelport.broker.limits import LimitSubject
 from modelport.db import queries
+from modelport.db.engine import serving_session
 from modelport.db.queries import ModelEntry, TokenOwner
 from modelport.db.secrets import hash_token
-from modelport.protocol.errors import AuthenticationFailed, NotFound, PermissionDenied, Unavailable
+from modelport.protocol.errors import AuthenticationFailed, NotFound, PermissionDenied
 
 MAX_ENTRIES = 50_000
 
@@ -72,15 +70,16 @@ class Authenticator:
         if self._catalog is not None and self._catalog[0] > time.monotonic():
             return self._catalog[1]
         generation = self._generation
-        async with self._database() as session:
+        async with serving_session(self._sessions) as session:
             models = await queries.enabled_models(session)
         if generation == self._generation:
             self._catalog = (time.monotonic() + self._ttl_s, models)
         return models
 
     async def permitted_model(self, principal: Principal, model: str) -> ModelEntry:
+        """The entry of a model the principal may use; a preset they may not see does not exist for them."""
         entry = (await self.catalog()).get(model)
-        if entry is None:
+        if entry is None or (entry.preset is not None and model not in principal.models):
             raise NotFound(f"The model '{model}' does not exist.", code="model_not_found", param="model")
         if model not in principal.models:
             raise PermissionDenied(f"You are not permitted to use the model '{model}'.", param="model")
@@ -97,7 +96,7 @@ class Authenticator:
         self._loading[secret_hash] = future
         generation = self._generation
         try:
-            async with self._database() as session:
+            async with serving_session(self._sessions) as session:
                 owner = await queries.token_owner(session, secret_hash)
             future.set_result(owner)
         except BaseException as exc:
@@ -111,16 +110,6 @@ class Authenticator:
                 self._owners.clear()
             self._owners[secret_hash] = (time.monotonic() + self._ttl_s, owner)
         return owner
-
-    @contextlib.asynccontextmanager
-    async def _database(self) -> AsyncIterator[AsyncSession]:
-        """A session whose connection failures surface as 503, never as a 500."""
-        try:
-            async with self._sessions() as session:
-                yield session
-        except (SQLAlchemyError, OSError) as exc:
-            raise Unavailable("The user database is unreachable; try again shortly.",
-                              code="database_unavailable") from exc
 
 
 def _bearer(authorization: str | None) -> str:

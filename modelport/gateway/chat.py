@@ -9,6 +9,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from modelport.db.queries import ModelEntry
 from modelport.gateway.json_response import FastJSONResponse
 from modelport.gateway.render import ChunkRenderer, CompletionBuilder, KuwaRenderer, StreamRenderer
 from modelport.gateway.responses import JobResponse
@@ -17,6 +18,7 @@ from modelport.gateway.state import GatewayState
 from modelport.gateway.usage import Outcome
 from modelport.protocol.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from modelport.protocol.openai_wire import ChatCompletionRequest, parse_abort_request, parse_chat_request
+from modelport.protocol.presets import bot_name, parse_botfile
 
 
 async def chat_completions(request: Request) -> ASGIApp:
@@ -27,15 +29,16 @@ async def chat_completions(request: Request) -> ASGIApp:
     principal = await state.auth.principal(request.headers.get("authorization"))
     request.state.access = {"user": principal.user_name}
     chat = parse_chat_request(await read_body(request, state.settings))
-    entry = await state.auth.permitted_model(principal, chat.model)
+    entry = await state.auth.permitted_model(principal, bot_name(chat.model) or chat.model)
     request.state.access["model"] = chat.model
+    chat = with_presets(chat, entry)
     kuwa = request.url.path.startswith("/v1.0/")
     stream = wants_stream(chat, request.headers.get("accept", ""), kuwa)
     limits = state.broker.limits
     admission = await limits.admit(list(principal.limits), chat.token_estimate(state.settings.completion_reserve))
     try:
         handle = await state.broker.jobs.submit(
-            chat.model, chat.generation_params(), user=principal.user_name, user_id=principal.user_id,
+            entry.llm, chat.generation_params(), user=principal.user_name, user_id=principal.user_id,
             timeout_s=state.settings.job_timeout_s, max_queue=entry.max_queue, priority=principal.priority,
             user_share=state.settings.queue_user_share, group_id=principal.group_id,
             group_share=state.settings.queue_group_share)
@@ -43,7 +46,7 @@ async def chat_completions(request: Request) -> ASGIApp:
         limits.settle_soon(admission, 0, release=True)
         raise
     request.state.access["job"] = handle.job.id
-    outcome = Outcome(principal=principal, job_id=handle.job.id, model=chat.model, stream=stream,
+    outcome = Outcome(principal=principal, job_id=handle.job.id, model=entry.llm, stream=stream,
                       started_at=started, admission=admission)
     created = int(time.time())
     renderer: StreamRenderer | CompletionBuilder = CompletionBuilder(handle.job.id, chat.model, created, kuwa)
@@ -62,6 +65,14 @@ async def abort(request: Request) -> Response:
     job_ids = parse_abort_request(await read_body(request, state.settings)).ids
     cancelled = await state.broker.jobs.abort(principal.user_id, job_ids)
     return FastJSONResponse({"object": "chat.abort", "cancelled": cancelled})
+
+
+def with_presets(chat: ChatCompletionRequest, entry: ModelEntry) -> ChatCompletionRequest:
+    """The request as its ``botfile`` (the client's own ad-hoc preset, so within the named one's rules) and
+    then the preset it names make it."""
+    if chat.botfile is not None:
+        chat = parse_botfile(chat.botfile).apply(chat, "botfile")
+    return chat if entry.preset is None else entry.preset.apply(chat, entry.name)
 
 
 def wants_stream(chat: ChatCompletionRequest, accept: str, kuwa: bool) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,11 +21,15 @@ MAX_STOP_LENGTH = 256
 MAX_COMPLETION_TOKENS = 1_000_000
 MAX_LOGIT_BIAS = 1024
 MAX_EXTRA_FIELDS = 32
+MAX_BOTFILE = 65_536
 ShortText = Annotated[str, Field(max_length=256)]
 
 
 class WireModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
+
+
+WireT = TypeVar("WireT", bound=WireModel)
 
 
 class Message(WireModel):
@@ -102,6 +106,8 @@ class ChatCompletionRequest(WireModel):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     user: ShortText | None = None
+    # Kuwa's ad-hoc preset for this one request (see protocol.presets); never sent to a backend.
+    botfile: Annotated[str, Field(max_length=MAX_BOTFILE)] | None = None
 
     @model_validator(mode="after")
     def few_extra_fields(self) -> ChatCompletionRequest:
@@ -128,7 +134,7 @@ class ChatCompletionRequest(WireModel):
         single stop sequence as a list and the fields beyond OpenAI's kept apart."""
         extra = self.model_extra or {}
         fields = self.model_dump(mode="json", exclude_unset=True,
-                                 exclude={"model", "stream", "stream_options", *extra})
+                                 exclude={"model", "stream", "stream_options", "botfile", *extra})
         if isinstance(self.stop, str):
             fields["stop"] = [self.stop]
         return GenerationParams(**fields, extra=extra)
@@ -146,23 +152,22 @@ class AbortRequest(WireModel):
 
 def parse_abort_request(body: bytes) -> AbortRequest:
     """An empty body, or ``{}``, aborts everything of the caller's; anything else is validated."""
-    if not body.strip():
-        return AbortRequest()
-    try:
-        return AbortRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise _invalid_request(exc) from None
+    return parse_body(AbortRequest, body) if body.strip() else AbortRequest()
 
 
 def parse_chat_request(body: bytes) -> ChatCompletionRequest:
-    """Parse and validate a request body; any problem is a 400 naming the parameter."""
+    return parse_body(ChatCompletionRequest, body)
+
+
+def parse_body(kind: type[WireT], body: bytes) -> WireT:
+    """Parse and validate a request body as ``kind``; any problem is a 400 naming the parameter."""
     try:
-        return ChatCompletionRequest.model_validate_json(body)
+        return kind.model_validate_json(body)
     except ValidationError as exc:
-        raise _invalid_request(exc) from None
+        raise invalid_request(exc) from None
 
 
-def _invalid_request(exc: ValidationError) -> InvalidRequest:
+def invalid_request(exc: ValidationError) -> InvalidRequest:
     first = exc.errors(include_url=False, include_input=False)[0]
     if first["type"] == "json_invalid":
         return InvalidRequest("We could not parse the JSON body of your request.", code="invalid_json")

@@ -5,6 +5,7 @@ benchmarks. Its behaviour is chosen by the requested model name:
 - ``slow-D-N``: N chunks, D ms apart;
 - ``params``: one chunk holding the JSON of the parameters it received (model and messages left out)
   and of the Authorization header;
+- ``request``: the same with the messages it received;
 - ``tools``: a streamed tool call to ``get_weather``;
 - ``status-S``: an HTTP error S with OpenAI's error body.
 """
@@ -33,8 +34,9 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> byte
 
 def _pieces(model: str, body: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
     kind, _, rest = model.partition("-")
-    if kind == "params":
-        shown = {key: value for key, value in body.items() if key not in {"model", "messages", "stream"}}
+    if kind in ("params", "request"):  # what reached the upstream: its parameters (and, "request", messages)
+        hidden = {"model", "stream"} | ({"messages"} if kind == "params" else set())
+        shown = {key: value for key, value in body.items() if key not in hidden}
         return [{"role": "assistant", "content": orjson.dumps(shown, option=orjson.OPT_SORT_KEYS).decode()}], 0.0
     if kind == "tools":
         call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
