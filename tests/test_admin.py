@@ -226,6 +226,37 @@ def test_editing_a_model_in_the_admin_reaches_its_running_workers(panel: Panel) 
         time.sleep(0.1)
 
 
+def test_a_preset_made_and_edited_in_the_admin_takes_effect_on_the_next_request(panel: Panel) -> None:
+    token = panel.system.user_with_token("quick", user="bot-user")
+
+    def reply() -> str:
+        answer = httpx.post(f"{panel.gateway}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                            json={"model": "admin-bot", "messages": [{"role": "user", "content": "hi"}]})
+        return str(answer.json()["choices"][0]["message"]["content"]) if answer.status_code == 200 else ""
+
+    [(llm_id,)] = query(panel.system, "SELECT id FROM llm WHERE name = 'quick'")
+    [(user_id,)] = query(panel.system, "SELECT id FROM user WHERE name = 'bot-user'")
+    client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
+    form = {"name": "admin-bot", "llm": str(llm_id), "system_prompt": "Be brief.", "client_system": "on",
+            "temperature": "5", "max_tokens": "2", "stop": "[]", "visibility": "private", "owner": str(user_id),
+            "enabled": "on", "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")}
+    refused = client.post("/admin/preset/create", data=form)
+    assert refused.status_code != 303 and "less than or equal to 2" in refused.text
+    form["temperature"], form["visibility"] = "", "group"
+    refused = client.post("/admin/preset/create", data=form)
+    assert refused.status_code != 303 and "names its group" in refused.text
+    form["visibility"], form["name"] = "private", "quick"
+    assert client.post("/admin/preset/create", data=form).status_code != 303, "the name is the LLM's"
+    form["name"] = "admin-bot"
+    assert client.post("/admin/preset/create", data=form).status_code == 303
+    until(lambda: len(reply().split()) == 2, "the new preset answers, cut at its max_tokens")
+    [(preset_id,)] = query(panel.system, "SELECT id FROM preset WHERE name = 'admin-bot'")
+    form["max_tokens"] = "3"
+    assert client.post("/admin/preset/edit", params={"pk": str(preset_id)}, data=form).status_code == 303
+    until(lambda: len(reply().split()) == 3, "the edited preset takes effect")
+    assert ("root", "preset.edit") in query(panel.system, "SELECT actor, action FROM auditentry")
+
+
 def test_revoking_in_the_admin_reaches_the_gateway_within_a_second(panel: Panel) -> None:
     token = panel.system.user_with_token("quick", user="holder")
     ask = {"model": "quick", "messages": [{"role": "user", "content": "hi"}]}

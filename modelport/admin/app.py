@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette_admin.contrib.sqla import Admin
 
+from modelport.admin import model_views
 from modelport.admin.auth import ModelPortAuth
 from modelport.admin.profile import ProfileView
 from modelport.admin.services import AdminServices
@@ -45,7 +46,7 @@ def create_admin_app(settings: AdminSettings) -> Starlette:
                   templates_dir=str(Path(__file__).parent / "templates"))
     admin.add_view(ProfileView())
     admin.add_view(UsageChartsView())
-    for view, model, key, label in VIEWS:
+    for view, model, key, label in [*VIEWS, *model_views.VIEWS]:
         admin.add_view(view(model, key=key, display_name=label, menu_label=label))
     admin.mount_to(app)
     return app

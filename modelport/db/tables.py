@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy.orm import relationship
 from sqlmodel import Field, Relationship, SQLModel
 
 from modelport.protocol.presets import MAX_PROMPT_TEXT
@@ -129,6 +130,9 @@ class Preset(SQLModel, table=True):
     owner_id: int | None = Field(default=None, foreign_key="user.id", index=True, ondelete="CASCADE")
     enabled: bool = True
     llm: LLM = Relationship()
+    # Named explicitly: SQLModel cannot read "X | None" as a relationship's target under postponed annotations.
+    group: Group | None = Relationship(sa_relationship=relationship("Group"))
+    owner: User | None = Relationship(sa_relationship=relationship("User"))
     created_at: datetime | None = _timestamp(now=True)
 
 
