@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette_admin import (
@@ -20,7 +19,7 @@ from starlette_admin import (
 from starlette_admin.exceptions import FormValidationError
 
 from modelport.admin.views import AdminView, NamedView, related_name
-from modelport.db import admin_reads, directory
+from modelport.db import admin_reads, directory, virtual_models
 from modelport.db.tables import AliasGrant, Group, ModelAlias, Preset, PresetVisibility
 from modelport.protocol.errors import InvalidRequest
 from modelport.protocol.presets import PresetSettings
@@ -67,15 +66,12 @@ class PresetView(NamedView):
             data[text] = data.get(text) or ""  # a form without the field leaves it empty, not NULL
         data["stop"] = data.get("stop") or []
         try:
-            PresetSettings.model_validate({field: data.get(field) for field in PresetSettings.model_fields
-                                           if data.get(field) not in (None, "")}, strict=False)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False, include_input=False)[0]
-            raise FormValidationError({str(first["loc"][0]): first["msg"]}) from None
-        if (data.get("visibility") == PresetVisibility.GROUP.value) != (data.get("group") is not None):
-            raise FormValidationError({"group": "A group's preset names its group, and only it does."})
-        if data.get("visibility") == PresetVisibility.PRIVATE.value and data.get("owner") is None:
-            raise FormValidationError({"owner": "A private preset needs an owner."})
+            PresetSettings.checked({field: data.get(field) for field in PresetSettings.model_fields
+                                    if data.get(field) not in (None, "")})
+            virtual_models.check_visibility(str(data.get("visibility")), group=data.get("group") is not None,
+                                            owner=data.get("owner") is not None)
+        except InvalidRequest as exc:
+            raise FormValidationError({exc.param or "name": exc.message}) from None
 
 
 async def new_model_name(request: Request, data: dict[str, Any], table: type[ModelAlias] | type[Preset]) -> None:

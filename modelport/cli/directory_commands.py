@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from modelport.broker.announcements import announce_change
@@ -19,7 +18,6 @@ from modelport.db import directory, queries, virtual_models
 from modelport.db.engine import create_engine, session_factory
 from modelport.db.tables import LimitScope, PresetVisibility, utcnow
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.errors import InvalidRequest
 from modelport.protocol.presets import PresetSettings
 from modelport.settings import CommonSettings
 from modelport.workers.backends.registry import validate_config
@@ -91,14 +89,10 @@ async def llm_alias(settings: CommonSettings, args: argparse.Namespace) -> None:
 
 
 async def preset_add(settings: CommonSettings, args: argparse.Namespace) -> None:
-    try:
-        preset = PresetSettings(system_prompt=args.system, before_prompt=args.before_prompt,
-                                after_prompt=args.after_prompt, client_system=not args.no_client_system,
-                                temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                                stop=args.stop)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        raise InvalidRequest(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}") from None
+    preset = PresetSettings.checked({
+        "system_prompt": args.system, "before_prompt": args.before_prompt, "after_prompt": args.after_prompt,
+        "client_system": not args.no_client_system, "temperature": args.temperature, "top_p": args.top_p,
+        "max_tokens": args.max_tokens, "stop": args.stop})
     visibility = (PresetVisibility.GROUP if args.group else
                   PresetVisibility.PRIVATE if args.owner else PresetVisibility.PUBLIC)
     await in_session(settings, lambda s: virtual_models.add_preset(

@@ -32,10 +32,7 @@ async def add_preset(session: AsyncSession, actor: str, name: str, llm_name: str
     its owner; its owner (none: administrators only) manages it."""
     llm: LLM = await one(session, LLM, llm_name)
     await require_new_model_name(session, name)
-    if (visibility is PresetVisibility.GROUP) != (group_name is not None):
-        raise InvalidRequest("A group's preset names its group, and only it does.", param="group")
-    if visibility is PresetVisibility.PRIVATE and owner_name is None:
-        raise InvalidRequest("A private preset needs an owner.", param="owner")
+    check_visibility(visibility, group=group_name is not None, owner=owner_name is not None)
     if len(description) > 1024:
         raise InvalidRequest("A preset's description has at most 1024 characters.", param="description")
     group: Group | None = await one(session, Group, group_name) if group_name is not None else None
@@ -54,6 +51,14 @@ async def add_preset(session: AsyncSession, actor: str, name: str, llm_name: str
     audit(session, actor, "preset.add", name, llm=llm_name, visibility=visibility.value)
     await session.commit()
     return preset
+
+
+def check_visibility(visibility: str, *, group: bool, owner: bool) -> None:
+    """A group's preset names its group (and only it does); a private one has an owner."""
+    if (visibility == PresetVisibility.GROUP) != group:
+        raise InvalidRequest("A group's preset names its group, and only it does.", param="group")
+    if visibility == PresetVisibility.PRIVATE and not owner:
+        raise InvalidRequest("A private preset needs an owner.", param="owner")
 
 
 async def remove_preset(session: AsyncSession, actor: str, name: str) -> None:

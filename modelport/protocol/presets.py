@@ -4,6 +4,7 @@ and Kuwa's botfile text read into them."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,6 +40,17 @@ class PresetSettings(BaseModel):
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
     max_tokens: Annotated[int, Field(ge=1, le=MAX_COMPLETION_TOKENS)] | None = None
     stop: Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]], Field(max_length=4)] = []
+
+    @classmethod
+    def checked(cls, values: Mapping[str, Any], param: str | None = None) -> PresetSettings:
+        """Settings from loosely typed values (CLI flags, form fields, botfile text); a bad one is a 400
+        naming it (or ``param``, when given)."""
+        try:
+            return cls.model_validate(values, strict=False)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            field = str(first["loc"][0])
+            raise InvalidRequest(f"Invalid value for '{field}': {first['msg']}.", param=param or field) from None
 
     def apply(self, chat: ChatCompletionRequest, name: str) -> ChatCompletionRequest:
         """The request as the preset ``name`` makes it."""
@@ -107,12 +119,7 @@ def parse_botfile(text: str) -> PresetSettings:
                 values[field] = value.strip()
     if stops:
         values["stop"] = stops
-    try:
-        return PresetSettings.model_validate(values, strict=False)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        raise InvalidRequest(f"Invalid botfile value for '{first['loc'][0]}': {first['msg']}.",
-                             param="botfile") from None
+    return PresetSettings.checked(values, param="botfile")
 
 
 def _commands(text: str) -> list[tuple[str, str]]:
