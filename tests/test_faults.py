@@ -116,18 +116,19 @@ def test_a_worker_stalled_past_its_lease_stops_instead_of_streaming_beside_its_r
     ("t01 t02 t03 t01 t04 t02 ..."); now the gateway follows the run it heard first and the woken worker
     stops as soon as it learns it lost the job."""
     base = faults.gateway()
-    first = faults.worker("stallable")
+    # Both workers are live before the stall: a second one started after it could come up later than the
+    # first one's lease ends, and the gateway would rightly fail the job for want of any live worker.
+    workers = faults.workers("stallable", "stallable")
     request = BackgroundChat(base, token, "stallable")
-    assert holder(faults, "stallable", [first]) is first
-    os.kill(first.handle.pid, signal.SIGSTOP)
+    stalled = holder(faults, "stallable", workers)
+    os.kill(stalled.handle.pid, signal.SIGSTOP)
     client = redis.Redis.from_url(faults.redis_url)
     try:
-        second = faults.worker("stallable")
         deadline = time.monotonic() + 20
         while not client.hlen(keys.started("stallable")) and time.monotonic() < deadline:
             time.sleep(0.05)  # until the re-run's first words are out
     finally:
-        os.kill(first.handle.pid, signal.SIGCONT)
+        os.kill(stalled.handle.pid, signal.SIGCONT)
     answer = request.result()
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["message"]["content"] == STALLABLE_REPLY
@@ -136,7 +137,7 @@ def test_a_worker_stalled_past_its_lease_stops_instead_of_streaming_beside_its_r
         time.sleep(0.05)
     assert client.xpending(keys.jobs("stallable"), keys.WORKER_GROUP)["pending"] == 0
     client.close()
-    stop_all([first, second])
+    stop_all(workers)
 
 
 def test_a_redis_stall_past_the_socket_timeout_never_shows_a_word_twice(faults: System, token: str,
