@@ -55,11 +55,12 @@ class JobQueue:
 
     async def submit(self, model: str, params: GenerationParams, *, user: str, user_id: int, timeout_s: float,
                      max_queue: int, priority: int = 0, user_share: float = 1.0, group_id: int = 0,
-                     group_share: float = 1.0) -> JobHandle:
+                     group_share: float = 1.0, job_id: str | None = None) -> JobHandle:
         """Queue a job atomically: 503 without a live worker, 429 when the model's queue is full or the user
         already holds ``user_share`` of it (their group, ``group_share``). Under contention it waits in the
-        model's fair queue (``handle.position`` says where)."""
-        job = Job(id=f"chatcmpl-{uuid.uuid4().hex}", model=model, params=params, reply_to=self.inbox,
+        model's fair queue (``handle.position`` says where). ``job_id`` names a fallback's job after the
+        request's first (``ID.N``), so that aborting the request by its id reaches it."""
+        job = Job(id=job_id or f"chatcmpl-{uuid.uuid4().hex}", model=model, params=params, reply_to=self.inbox,
                   deadline_ms=int((time.time() + timeout_s) * 1000), user=user, user_id=user_id)
         handle = JobHandle(job, self._forget, group_id)
         self.handles[job.id] = handle
@@ -124,13 +125,13 @@ class JobQueue:
             return await run()
 
     async def abort(self, user_id: int, job_ids: list[str] | None = None) -> int:
-        """Cancel the unfinished jobs of a user (those of ``job_ids`` only, when given; ids of other users'
-        jobs or of ended ones are ignored), on whichever gateway each was submitted."""
+        """Cancel the unfinished jobs of a user (those of ``job_ids`` only, when given, with their fallbacks'
+        jobs; ids of other users' jobs or of ended ones are ignored), on whichever gateway each was submitted."""
         try:
             members = await self._held(keys=[keys.in_flight(user_id)])
             held = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in members]
             wanted = set(job_ids or ())
-            chosen = held if job_ids is None else [job_id for job_id in held if job_id in wanted]
+            chosen = held if job_ids is None else [job_id for job_id in held if job_id.partition(".")[0] in wanted]
             async with self._commands.pipeline(transaction=False) as pipe:
                 for job_id in chosen:
                     pipe.set(keys.cancelled(job_id), 1, ex=600)

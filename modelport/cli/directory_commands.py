@@ -83,6 +83,12 @@ async def llm_add(settings: CommonSettings, args: argparse.Namespace) -> None:
     print(f"llm {args.name} registered ({args.backend})")
 
 
+async def llm_set(settings: CommonSettings, args: argparse.Namespace) -> None:
+    fallbacks = [name.strip() for name in args.fallbacks.split(",") if name.strip()]
+    await in_session(settings, lambda s: directory.set_fallbacks(s, ACTOR, args.name, fallbacks))
+    print(f"llm {args.name} falls back to {', '.join(fallbacks) or 'nothing'}")
+
+
 async def llm_alias(settings: CommonSettings, args: argparse.Namespace) -> None:
     await in_session(settings, lambda s: virtual_models.add_alias(s, ACTOR, args.alias, args.llm))
     print(f"{args.alias} is an alias of {args.llm}")
@@ -173,6 +179,11 @@ def add_directory_parsers(commands: Any) -> None:
     ladd.add_argument("--concurrency", type=int, help="jobs one worker runs at once")
     ladd.add_argument("--max-queue", type=int, default=256, help="outstanding jobs before 429")
     ladd.set_defaults(run=llm_add)
+    lset = llm.add_parser("set", help="change an LLM")
+    lset.add_argument("name")
+    lset.add_argument("--fallbacks", required=True, help="LLMs tried in order when this one cannot serve a request "
+                      "before its first delta (comma-separated; empty: none)")
+    lset.set_defaults(run=llm_set)
     alias = llm.add_parser("alias", help="another name for an LLM (grants on the LLM cover it; it may have its own)")
     alias.add_argument("alias")
     alias.add_argument("llm")

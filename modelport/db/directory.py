@@ -132,6 +132,23 @@ async def add_llm(session: AsyncSession, actor: str, name: str, backend: str, co
     return llm
 
 
+MAX_FALLBACKS = 4
+
+
+async def set_fallbacks(session: AsyncSession, actor: str, name: str, fallbacks: list[str]) -> LLM:
+    """The LLMs tried, in order, when this one cannot serve a request before its first delta."""
+    llm: LLM = await one(session, LLM, name)
+    if len(fallbacks) > MAX_FALLBACKS or len(set(fallbacks)) != len(fallbacks) or name in fallbacks:
+        raise InvalidRequest(f"Fallbacks are at most {MAX_FALLBACKS} other LLMs, each once.", param="fallbacks")
+    for fallback in fallbacks:
+        await one(session, LLM, fallback)
+    llm.fallbacks = fallbacks
+    session.add(llm)
+    audit(session, actor, "llm.set", name, fallbacks=fallbacks)
+    await session.commit()
+    return llm
+
+
 async def create_token(session: AsyncSession, actor: str, user_name: str, *, name: str = "",
                        expires_at: datetime | None = None) -> NewToken:
     user: User = await one(session, User, user_name)

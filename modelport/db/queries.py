@@ -57,6 +57,7 @@ class ModelEntry:
     created: int
     llm: str  # the LLM whose workers serve it: its own name, for an LLM
     preset: PresetSettings | None = None
+    fallbacks: tuple[str, ...] = ()  # the LLM's fallbacks, in order
 
 
 async def token_owner(session: AsyncSession, secret_hash: str) -> TokenOwner | None:
@@ -123,7 +124,8 @@ async def applicable_limits(session: AsyncSession, token_id: int, user_id: int) 
 
 async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
     """Every name a request may use whose LLM is enabled, with what serves it."""
-    llms = {llm.name: ModelEntry(llm.name, llm.max_queue, epoch_seconds(llm.created_at), llm.name)
+    llms = {llm.name: ModelEntry(llm.name, llm.max_queue, epoch_seconds(llm.created_at), llm.name,
+                                 fallbacks=tuple(llm.fallbacks))
             for llm in (await session.exec(select(LLM).where(col(LLM.enabled).is_(True)))).all()}
     aliases = (await session.exec(select(ModelAlias, LLM.name).join(LLM, col(LLM.id) == col(ModelAlias.llm_id))
                                   .where(col(LLM.enabled).is_(True)))).all()

@@ -15,6 +15,7 @@ from modelport.gateway.render import ChunkRenderer, CompletionBuilder, KuwaRende
 from modelport.gateway.responses import JobResponse
 from modelport.gateway.settings import GatewaySettings
 from modelport.gateway.state import GatewayState
+from modelport.gateway.submission import Submission
 from modelport.gateway.usage import Outcome
 from modelport.protocol.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from modelport.protocol.openai_wire import ChatCompletionRequest, parse_abort_request, parse_chat_request
@@ -30,31 +31,38 @@ async def chat_completions(request: Request) -> ASGIApp:
     request.state.access = {"user": principal.user_name}
     chat = parse_chat_request(await read_body(request, state.settings))
     entry = await state.auth.permitted_model(principal, bot_name(chat.model) or chat.model)
-    request.state.access["model"] = chat.model
+    # The metric label is the LLM (a bounded set), not an alias's or preset's name (which users create).
+    request.state.access["model"] = entry.llm
+    if chat.model != entry.llm:
+        request.state.access["requested"] = chat.model
     chat = with_presets(chat, entry)
     kuwa = request.url.path.startswith("/v1.0/")
     stream = wants_stream(chat, request.headers.get("accept", ""), kuwa)
+    catalog = await state.auth.catalog()
+    fallbacks = [catalog[name] for name in entry.fallbacks if name in catalog and name in principal.models]
+    submission = Submission(state.broker.jobs, chat.generation_params(), principal, state.settings,
+                            [entry, *fallbacks])
     limits = state.broker.limits
     admission = await limits.admit(list(principal.limits), chat.token_estimate(state.settings.completion_reserve))
     try:
-        handle = await state.broker.jobs.submit(
-            entry.llm, chat.generation_params(), user=principal.user_name, user_id=principal.user_id,
-            timeout_s=state.settings.job_timeout_s, max_queue=entry.max_queue, priority=principal.priority,
-            user_share=state.settings.queue_user_share, group_id=principal.group_id,
-            group_share=state.settings.queue_group_share)
+        handle = await submission.submit()
     except BaseException:  # refused, Redis failed, or the client left meanwhile: the admission is released
         limits.settle_soon(admission, 0, release=True)
         raise
     request.state.access["job"] = handle.job.id
-    outcome = Outcome(principal=principal, job_id=handle.job.id, model=entry.llm, stream=stream,
+    outcome = Outcome(principal=principal, job_id=handle.job.id, model=submission.served_by, stream=stream,
                       started_at=started, admission=admission)
     created = int(time.time())
-    renderer: StreamRenderer | CompletionBuilder = CompletionBuilder(handle.job.id, chat.model, created, kuwa)
-    if stream:
-        renderer = (KuwaRenderer if kuwa else ChunkRenderer)(handle.job.id, chat.model, created, chat.include_usage)
+
+    def render(model: str) -> StreamRenderer | CompletionBuilder:
+        """The answer's renderer, naming the model the client asked for, or the fallback that answers."""
+        if not stream:
+            return CompletionBuilder(handle.job.id, model, created, kuwa)
+        return (KuwaRenderer if kuwa else ChunkRenderer)(handle.job.id, model, created, chat.include_usage)
+
     # The job id is the request's id (Kuwa's client reads it here to abort the job later).
     headers = {**admission.headers, "x-request-id": handle.job.id}
-    return JobResponse(handle, state.broker.jobs, state.usage, outcome, renderer, headers)
+    return JobResponse(handle, submission, state.usage, outcome, render, chat.model, headers)
 
 
 async def abort(request: Request) -> Response:

@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 HTTP_ERROR_TYPES = {404: ("invalid_request_error", "unknown_url"), 405: ("invalid_request_error", "method_not_allowed")}
 
 
-def render_error(error: ErrorBody) -> Response:
-    headers = dict(error.headers)
+def render_error(error: ErrorBody, headers: dict[str, str] | None = None) -> Response:
+    """The error's envelope and status, with ``headers`` (a job's answer keeps its request id and limits)."""
+    headers = {**(headers or {}), **error.headers}
     if error.retry_after is not None:
         headers["retry-after"] = str(error.retry_after)
     return FastJSONResponse(error.envelope(), status_code=error.status, headers=headers)

@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from starlette.types import Receive, Scope, Send
 
 from modelport.broker.job_handle import JobHandle
-from modelport.broker.jobs import JobQueue
 from modelport.gateway.errors import render_error
 from modelport.gateway.render import CompletionBuilder, StreamRenderer
+from modelport.gateway.submission import Submission
 from modelport.gateway.usage import Outcome, UsageWriter
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.envelope import Delta, Done, Event, Failed
@@ -31,16 +32,57 @@ QUEUE_COMMENT_S = 5.0
 
 class JobResponse:
     """Serves one job to one client, streamed by a ``StreamRenderer`` or as one body a ``CompletionBuilder``
-    builds."""
+    builds (``render`` makes either for the name the answer shows). Until the first delta, a failure a
+    fallback may avoid moves the request to the next one (see ``Submission``)."""
 
-    def __init__(self, handle: JobHandle, jobs: JobQueue, usage: UsageWriter, outcome: Outcome,
-                 renderer: StreamRenderer | CompletionBuilder, headers: dict[str, str]) -> None:
-        self.headers = [(name.encode(), value.encode()) for name, value in headers.items()]
+    def __init__(self, handle: JobHandle, submission: Submission, usage: UsageWriter, outcome: Outcome,
+                 render: Callable[[str], StreamRenderer | CompletionBuilder], requested: str,
+                 headers: dict[str, str]) -> None:
         self.handle = handle
-        self.jobs = jobs
+        self.submission = submission
+        self.jobs = submission.jobs
         self.usage = usage
         self.outcome = outcome
-        self.renderer = renderer
+        self.render = render
+        fell_back = submission.served_by != submission.named
+        self.renderer = render(submission.served_by if fell_back else requested)
+        self._headers = {**headers, "x-modelport-served-by": submission.served_by}
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(name.encode(), value.encode()) for name, value in self._headers.items()]
+
+    async def _next_or_fallback(self) -> Event:
+        """The job's next event; a failure before any delta that a fallback may avoid moves the request to
+        the fallback's job, whose events follow."""
+        event = await self.handle.next()
+        while isinstance(event, Failed) and await self._fell_back(event):
+            event = await self.handle.next()
+        return event
+
+    async def _fell_back(self, failed: Failed) -> bool:
+        submitting = asyncio.ensure_future(self.submission.fall_back(failed.error))
+        try:
+            handle = await asyncio.shield(submitting)
+        except asyncio.CancelledError:  # the client left meanwhile: the job submitted for it is cancelled too
+            with contextlib.suppress(Exception):
+                self._follow(await submitting)
+            raise
+        self._follow(handle)
+        return handle is not None
+
+    def _follow(self, handle: JobHandle | None) -> None:
+        """Serve the fallback's job from now on (nothing, when there was none)."""
+        if handle is None:
+            return
+        served = self.submission.served_by
+        self.handle = handle
+        self.outcome.job_id, self.outcome.model = handle.job.id, served
+        self.renderer = self.render(served)
+        self._headers["x-modelport-served-by"] = served
+        access = self._scope.get("state", {}).get("access")  # the access log and its metric name it too
+        if isinstance(access, dict):
+            access.update(model=served, job=handle.job.id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._scope, self._receive = scope, receive
@@ -66,18 +108,18 @@ class JobResponse:
     async def _respond(self, send: Send) -> None:
         renderer = self.renderer
         if not isinstance(renderer, CompletionBuilder) and renderer.comments and self.handle.position > 0:
-            await self._send_queued_stream(send, renderer)
+            await self._send_queued_stream(send)
             return
-        first = await self.handle.next()
+        first = await self._next_or_fallback()
         if isinstance(first, Failed):
             self.outcome.settle(first, self.handle.delivered_pieces)
-            await render_error(first.error)(self._scope, self._receive, send)
+            await render_error(first.error, self._headers)(self._scope, self._receive, send)
             return
         self.outcome.ttft_s = time.monotonic()
-        if isinstance(renderer, CompletionBuilder):
-            await self._send_completion(send, renderer, first)
+        if isinstance(self.renderer, CompletionBuilder):
+            await self._send_completion(send, self.renderer, first)
         else:
-            await self._send_stream(send, renderer, first)
+            await self._send_stream(send, self.renderer, first)
 
     async def _send_completion(self, send: Send, builder: CompletionBuilder, first: Delta | Done) -> None:
         event: Event = first
@@ -86,14 +128,15 @@ class JobResponse:
             event = await self.handle.next()
         self.outcome.settle(event, self.handle.delivered_pieces)
         if isinstance(event, Failed):
-            await render_error(event.error)(self._scope, self._receive, send)
+            await render_error(event.error, self._headers)(self._scope, self._receive, send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS + self.headers})
         await send({"type": "http.response.body", "body": builder.body(event.usage)})
 
-    async def _send_queued_stream(self, send: Send, renderer: StreamRenderer) -> None:
-        """A stream that waits behind others: the headers go out at once, then SSE comments with its place
-        in the queue until the first token (any failure now arrives as an error frame)."""
+    async def _send_queued_stream(self, send: Send) -> None:
+        """A stream that waits behind others: the headers go out at once (``x-modelport-served-by`` names the
+        first LLM tried; the chunks name a fallback that answers), then SSE comments with its place in the
+        queue until the first token (any failure now arrives as an error frame)."""
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
         await send({"type": "http.response.body", "body": f": queued, position {self.handle.position}\n\n".encode(),
                     "more_body": True})
@@ -103,8 +146,12 @@ class JobResponse:
             except TimeoutError:
                 await send({"type": "http.response.body", "body": await self._queue_comment(), "more_body": True})
                 continue
+            if isinstance(first, Failed) and await self._fell_back(first):
+                continue
             if isinstance(first, Delta):
                 self.outcome.ttft_s = time.monotonic()
+            renderer = self.renderer
+            assert not isinstance(renderer, CompletionBuilder), "only streams wait with comments"
             await self._stream_events(send, renderer, [first])
             return
 

@@ -1,0 +1,26 @@
+"""fallbacks of an LLM
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-03 04:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = '0005'
+down_revision: str | None = '0004'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('llm') as batch:
+        batch.add_column(sa.Column('fallbacks', sa.JSON(), nullable=False, server_default='[]'))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('llm') as batch:
+        batch.drop_column('fallbacks')
