@@ -257,6 +257,38 @@ def test_a_preset_made_and_edited_in_the_admin_takes_effect_on_the_next_request(
     assert ("root", "preset.edit") in query(panel.system, "SELECT actor, action FROM auditentry")
 
 
+def test_a_user_with_the_permission_makes_and_removes_private_presets_in_my_presets(panel: Panel) -> None:
+    system = panel.system
+    system.cli("group", "add", "preset-makers", "--permission", "create_preset", "--permission", "read_api_token")
+    system.cli("group", "grant", "preset-makers", "quick")
+    for name in ("maker", "bystander"):
+        system.cli("user", "add", name, "--password-stdin", stdin=f"{name}-pass\n")
+    system.cli("user", "join", "maker", "preset-makers")
+    token = system.cli("token", "create", "maker").strip().splitlines()[-1]
+    maker, _ = logged_in(panel.base, "maker", "maker-pass")
+    csrf = {"csrftoken": maker.cookies.get("starlette_admin_csrftoken", "")}
+    form = {"name": "makers-tutor", "llm": "quick", "system_prompt": "Be brief.", "max_tokens": "2", **csrf}
+    refused = maker.post("/admin/my-presets/presets", data={**form, "llm": "other"})
+    assert refused.status_code == 400 and "may not use" in refused.text, "not one of the maker's LLMs"
+    assert maker.post("/admin/my-presets/presets", data={**form, "temperature": "9"}).status_code == 400
+    assert maker.post("/admin/my-presets/presets", data=form).status_code == 303
+    assert "makers-tutor" in maker.get("/admin/my-presets").text
+
+    def answer() -> httpx.Response:
+        return httpx.post(f"{panel.gateway}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                          json={"model": "makers-tutor", "messages": [{"role": "user", "content": "hi"}]})
+
+    until(lambda: answer().status_code == 200, "the new preset answers")
+    assert len(answer().json()["choices"][0]["message"]["content"].split()) == 2
+    [(preset_id,)] = query(system, "SELECT id FROM preset WHERE name = 'makers-tutor'")
+    bystander, _ = logged_in(panel.base, "bystander", "bystander-pass")
+    bystander_csrf = {"csrftoken": bystander.cookies.get("starlette_admin_csrftoken", "")}
+    assert bystander.post("/admin/my-presets/presets", data={**form, **bystander_csrf}).status_code == 403
+    assert bystander.post(f"/admin/my-presets/presets/{preset_id}/remove", data=bystander_csrf).status_code == 404
+    assert maker.post(f"/admin/my-presets/presets/{preset_id}/remove", data=csrf).status_code == 303
+    until(lambda: answer().status_code == 404, "the removed preset is gone")
+
+
 def test_revoking_in_the_admin_reaches_the_gateway_within_a_second(panel: Panel) -> None:
     token = panel.system.user_with_token("quick", user="holder")
     ask = {"model": "quick", "messages": [{"role": "user", "content": "hi"}]}

@@ -15,6 +15,7 @@ from starlette_admin.contrib.sqla import Admin
 
 from modelport.admin import model_views
 from modelport.admin.auth import ModelPortAuth
+from modelport.admin.my_presets import MyPresetsView
 from modelport.admin.profile import ProfileView
 from modelport.admin.services import AdminServices
 from modelport.admin.settings import AdminSettings
@@ -45,6 +46,7 @@ def create_admin_app(settings: AdminSettings) -> Starlette:
     admin = Admin(engine, title="ModelPort", base_url="/admin", auth_provider=ModelPortAuth(), secret_key=secret,
                   templates_dir=str(Path(__file__).parent / "templates"))
     admin.add_view(ProfileView())
+    admin.add_view(MyPresetsView())
     admin.add_view(UsageChartsView())
     for view, model, key, label in [*VIEWS, *model_views.VIEWS]:
         admin.add_view(view(model, key=key, display_name=label, menu_label=label))

@@ -21,7 +21,7 @@ MAX_ROW_ID = 2**63
 
 async def may_hold_tokens(session: AsyncSession, user: User) -> bool:
     """Administrators, and members of a group holding the ``read_api_token`` permission."""
-    return user.is_admin or TOKEN_PERMISSION in await admin_reads.group_permissions(session, user.id or 0)
+    return await admin_reads.may(session, user, TOKEN_PERMISSION)
 
 
 class ProfileView(CustomView):

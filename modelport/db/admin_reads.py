@@ -1,4 +1,4 @@
-"""What the admin app's pages read: a user's tokens and groups, recent usage, names of rows by id."""
+"""What the admin app's pages read: a user's tokens, groups and presets, recent usage, names of rows by id."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from modelport.db.tables import ApiToken, Group, Membership, UsageRecord, User
+from modelport.db.tables import LLM, ApiToken, Group, Membership, Preset, UsageRecord, User
 
 
 async def group_permissions(session: AsyncSession, user_id: int) -> set[str]:
@@ -17,6 +17,11 @@ async def group_permissions(session: AsyncSession, user_id: int) -> set[str]:
     groups = await session.exec(select(Group).join(Membership, col(Membership.group_id) == col(Group.id))
                                 .where(Membership.user_id == user_id))
     return {permission for group in groups.all() for permission in group.permissions}
+
+
+async def may(session: AsyncSession, user: User, permission: str) -> bool:
+    """Administrators may everything; others, what one of their groups holds."""
+    return user.is_admin or permission in await group_permissions(session, user.id or 0)
 
 
 async def tokens_of(session: AsyncSession, user_id: int) -> list[ApiToken]:
@@ -32,6 +37,17 @@ async def token(session: AsyncSession, token_id: int) -> ApiToken | None:
 async def stored_password_hash(session: AsyncSession, user_id: int | None) -> str | None:
     user = await session.get(User, user_id) if user_id is not None else None
     return user.password_hash if user is not None else None
+
+
+async def presets_owned(session: AsyncSession, user_id: int) -> list[tuple[Preset, str]]:
+    """The user's own presets with the names of their LLMs, by name."""
+    rows = await session.exec(select(Preset, LLM.name).join(LLM, col(LLM.id) == col(Preset.llm_id))
+                              .where(Preset.owner_id == user_id).order_by(col(Preset.name)))
+    return list(rows.all())
+
+
+async def preset(session: AsyncSession, preset_id: int) -> Preset | None:
+    return await session.get(Preset, preset_id)
 
 
 async def name_of(session: AsyncSession, table: type[Any], row_id: int) -> str | None:

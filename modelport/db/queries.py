@@ -87,10 +87,7 @@ async def permitted_models(session: AsyncSession, user_id: int) -> frozenset[str
     """The enabled LLMs the user's groups were granted; the aliases of those and those granted by name; the
     presets of those LLMs the user may see (public ones, their groups' and their own)."""
     groups = select(Membership.group_id).where(Membership.user_id == user_id)
-    llms = set((await session.exec(
-        select(LLM.name).distinct().join(Grant, col(Grant.llm_id) == col(LLM.id))
-        .where(col(Grant.group_id).in_(groups), col(LLM.enabled).is_(True))
-    )).all())
+    llms = await granted_llms(session, user_id)
     aliases = (await session.exec(
         select(ModelAlias.name, LLM.name, col(ModelAlias.id).in_(
             select(AliasGrant.alias_id).where(col(AliasGrant.group_id).in_(groups))))
@@ -105,6 +102,15 @@ async def permitted_models(session: AsyncSession, user_id: int) -> frozenset[str
     )).all()
     return frozenset(llms | {alias for alias, llm, granted in aliases if granted or llm in llms}
                      | {preset for preset, llm in presets if llm in llms})
+
+
+async def granted_llms(session: AsyncSession, user_id: int) -> set[str]:
+    """The enabled LLMs the user's groups were granted."""
+    groups = select(Membership.group_id).where(Membership.user_id == user_id)
+    return set((await session.exec(
+        select(LLM.name).distinct().join(Grant, col(Grant.llm_id) == col(LLM.id))
+        .where(col(Grant.group_id).in_(groups), col(LLM.enabled).is_(True))
+    )).all())
 
 
 async def applicable_limits(session: AsyncSession, token_id: int, user_id: int) -> tuple[LimitSubject, ...]:

@@ -11,6 +11,7 @@ from modelport.db.tables import LLM, Group, ModelAlias, Preset, PresetVisibility
 from modelport.protocol.errors import InvalidRequest
 from modelport.protocol.presets import PresetSettings
 
+CREATE_PRESET = "create_preset"  # the group permission that lets members create presets of their own
 MAX_PRESETS_PER_OWNER = 100  # each gateway keeps every preset in memory: a user cannot grow that alone
 
 

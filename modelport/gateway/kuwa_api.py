@@ -24,7 +24,6 @@ from modelport.protocol.presets import KuwaBotRequest, parse_botfile
 
 log = logging.getLogger(__name__)
 
-CREATE_PRESET = "create_preset"  # the group permission that lets members create presets of their own
 KUWA_PRIVATE = 3
 KUWA_VISIBILITY = {PresetVisibility.GROUP: 2, PresetVisibility.PRIVATE: KUWA_PRIVATE}
 
@@ -66,8 +65,9 @@ async def create_bot(request: Request) -> Response:
                                param="llm_access_code")
     settings = parse_botfile(bot.modelfile or "")
     async with serving_session(state.sessions) as session:
-        if CREATE_PRESET not in await admin_reads.group_permissions(session, principal.user_id):
-            raise PermissionDenied(f"Creating bots needs the '{CREATE_PRESET}' permission in one of your groups.")
+        if virtual_models.CREATE_PRESET not in await admin_reads.group_permissions(session, principal.user_id):
+            raise PermissionDenied(f"Creating bots needs the '{virtual_models.CREATE_PRESET}' permission in one of "
+                                   "your groups.")
         preset = await virtual_models.add_preset(
             session, principal.user_name, bot.bot_name, entry.llm, settings, visibility=PresetVisibility.PRIVATE,
             owner_name=principal.user_name, description=bot.bot_describe or "")
