@@ -289,6 +289,19 @@ def test_a_user_with_the_permission_makes_and_removes_private_presets_in_my_pres
     until(lambda: answer().status_code == 404, "the removed preset is gone")
 
 
+def test_a_hand_made_form_the_database_refuses_is_a_form_error_not_a_500(panel: Panel) -> None:
+    client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
+    csrf = {"csrftoken": client.cookies.get("starlette_admin_csrftoken", "")}
+    [(group_id,)] = query(panel.system, "SELECT id FROM \"group\" WHERE name = 'lab'")
+    without_description = client.post("/admin/group/edit", params={"pk": str(group_id)},
+                                      data={"name": "lab", "priority": "0", "permissions": "[]", **csrf})
+    assert without_description.status_code == 422 and "description" in without_description.text
+    duplicate = client.post("/admin/group/create", data={"name": "lab", "description": "", "priority": "0",
+                                                         "permissions": "[]", **csrf})
+    assert duplicate.status_code == 422
+    assert query(panel.system, "SELECT description FROM \"group\" WHERE name = 'lab'") == [("",)]
+
+
 def test_revoking_in_the_admin_reaches_the_gateway_within_a_second(panel: Panel) -> None:
     token = panel.system.user_with_token("quick", user="holder")
     ask = {"model": "quick", "messages": [{"role": "user", "content": "hi"}]}

@@ -4,10 +4,12 @@ is audited and announced to the gateways, which drop their cached authorisation 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette_admin import (
     BooleanField,
@@ -39,6 +41,9 @@ from modelport.db.tables import (
 from modelport.protocol.errors import InvalidRequest
 from modelport.workers.backends.registry import CONFIGS, validate_config
 
+# The column a NOT NULL or UNIQUE refusal names, as SQLite and PostgreSQL word it.
+REFUSED_COLUMN = re.compile(r'(?:constraint failed: \w+\.|null value in column ")(\w+)')
+
 
 class AdminView(ModelView):
     """Reachable only by administrators (checked on every request, by URL as well as by menu). Changes are
@@ -68,6 +73,15 @@ class AdminView(ModelView):
     async def audit_target(self, request: Request, obj: Any) -> str:
         """What the audit log names as changed."""
         return str(getattr(obj, "name", obj))
+
+    async def handle_exception(self, request: Request, exc: Exception) -> None:
+        """A row the database refuses (a required value left out of a hand-made form, a duplicate) is the
+        form's error, never a 500; nothing is written."""
+        if isinstance(exc, IntegrityError):
+            column = REFUSED_COLUMN.search(str(exc.orig))
+            field = column.group(1) if column else "name"
+            raise FormValidationError({field: "The database refused this value (missing, or already used)."})
+        await super().handle_exception(request, exc)
 
 
 async def related_name(request: Request, obj: Any, relation: str, model: type[Any]) -> str:
