@@ -142,16 +142,16 @@ class System:
                 time.sleep(0.1)
         raise TimeoutError("the admin app did not start")
 
-    def worker(self, model: str, **settings: str) -> Process:
-        [process] = self.workers(model, **settings)
+    def worker(self, model: str, deployment: str = "default", **settings: str) -> Process:
+        [process] = self.workers(model, deployment=deployment, **settings)
         return process
 
-    def workers(self, *models: str, **settings: str) -> list[Process]:
+    def workers(self, *models: str, deployment: str = "default", **settings: str) -> list[Process]:
         """Start one worker per model (in parallel) and wait until each has announced itself."""
         client = redis.Redis.from_url(self.redis_url)
         before = {model: set(client.zrange(keys.workers(model), 0, -1)) for model in models}
         started = [
-            Process(["modelport", "worker", model], self.worker_env(model, **settings),
+            Process(["modelport", "worker", model, "--deployment", deployment], self.worker_env(model, **settings),
                     self.logs / f"worker-{model.replace('/', '_')}-{len(self.processes) + position}.log")
             for position, model in enumerate(models)
         ]

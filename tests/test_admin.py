@@ -204,6 +204,24 @@ def test_model_config_is_validated_before_it_is_saved(panel: Panel) -> None:
     assert ("root", "llm.create") in query(panel.system, "SELECT actor, action FROM auditentry")
 
 
+def test_deployments_and_fallbacks_are_validated_before_they_are_saved(panel: Panel) -> None:
+    client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
+    form = {"name": "spread", "backend": "fake", "config": "{}", "enabled": "on", "max_queue": "16",
+            "deployments": json.dumps({"second": {"backend": "openai_compat", "config": {"base_url": "http://x/v1"}}}),
+            "fallbacks": "[]", "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")}
+    refused = client.post("/admin/llm/create", data=form)
+    assert refused.status_code != 303 and "upstream_model" in refused.text
+    form["deployments"] = json.dumps({"second": {"backend": "fake", "config": {"reply": "from b"}}})
+    form["fallbacks"] = json.dumps(["no-such-llm"])
+    refused = client.post("/admin/llm/create", data=form)
+    assert refused.status_code != 303 and "no-such-llm" in refused.text
+    form["fallbacks"] = json.dumps(["quick"])
+    assert client.post("/admin/llm/create", data=form).status_code == 303
+    [(deployments, fallbacks)] = query(panel.system, "SELECT deployments, fallbacks FROM llm WHERE name='spread'")
+    assert json.loads(str(deployments))["second"]["config"]["reply"] == "from b"
+    assert json.loads(str(fallbacks)) == ["quick"]
+
+
 def test_editing_a_model_in_the_admin_reaches_its_running_workers(panel: Panel) -> None:
     token = panel.system.user_with_token("quick", user="config-watcher")
 

@@ -183,15 +183,44 @@ class GrantView(AdminView):
 class LLMView(NamedView):
     fields = [StringField("name", required=True),
               EnumField("backend", choices=tuple((name, name) for name in sorted(CONFIGS))),
-              JSONField("config"), BooleanField("enabled"), IntegerField("max_queue")]
+              JSONField("config"), BooleanField("enabled"), IntegerField("max_queue"),
+              JSONField("deployments", label='More deployments: {"NAME": {"backend": ..., "config": {...}}}'),
+              JSONField("fallbacks", label="Fallbacks (JSON list of LLM names, tried in order)")]
 
     async def validate(self, request: Request, data: dict[str, Any]) -> None:
+        """Every config is checked for its backend (the LLM's own and each deployment's); fallbacks name other
+        registered LLMs."""
+        policy = request.state.services.settings.upstream_policy()
         try:
-            config = data.get("config") or {}
-            data["config"] = validate_config(str(data.get("backend")), json.loads(config) if isinstance(
-                config, str) else config, request.state.services.settings.upstream_policy())
-        except (InvalidRequest, json.JSONDecodeError) as exc:
+            data["config"] = validate_config(str(data.get("backend")), _json(data.get("config"), {}), policy)
+        except (InvalidRequest, ValueError) as exc:
             raise FormValidationError({"config": getattr(exc, "message", str(exc))}) from None
+        try:
+            deployments = _json(data.get("deployments"), {})
+            for name, deployment in deployments.items():
+                directory.check_deployment_name(name)
+                deployment["config"] = validate_config(str(deployment["backend"]), deployment.get("config") or {},
+                                                       policy)
+            data["deployments"] = deployments
+        except (InvalidRequest, ValueError, KeyError, TypeError, AttributeError) as exc:
+            problem = getattr(exc, "message", f"not a map of deployments ({exc})")
+            raise FormValidationError({"deployments": problem}) from None
+        try:
+            data["fallbacks"] = _json(data.get("fallbacks"), [])
+            async with request.state.services.sessions() as session:
+                await directory.check_fallbacks(session, str(data.get("name")), data["fallbacks"])
+        except (InvalidRequest, ValueError) as exc:
+            raise FormValidationError({"fallbacks": getattr(exc, "message", str(exc))}) from None
+
+
+def _json(value: Any, empty: Any) -> Any:
+    """A JSON field's value: parsed from text, or as the form gave it; ``empty`` when left empty."""
+    parsed = json.loads(value) if isinstance(value, str) and value.strip() else value
+    if parsed in (None, ""):
+        return empty
+    if not isinstance(parsed, type(empty)):
+        raise ValueError(f"expected a JSON {'object' if isinstance(empty, dict) else 'list'}")
+    return parsed
 
 
 class TokenView(AdminView):

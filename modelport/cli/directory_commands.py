@@ -83,6 +83,14 @@ async def llm_add(settings: CommonSettings, args: argparse.Namespace) -> None:
     print(f"llm {args.name} registered ({args.backend})")
 
 
+async def llm_deploy(settings: CommonSettings, args: argparse.Namespace) -> None:
+    config = llm_config(settings, args)
+    await in_session(settings, lambda s: directory.add_deployment(s, ACTOR, args.llm, args.name, args.backend,
+                                                                  config))
+    print(f"llm {args.llm} has a deployment {args.name} ({args.backend}); serve it with "
+          f"`modelport worker {args.llm} --deployment {args.name}`")
+
+
 async def llm_set(settings: CommonSettings, args: argparse.Namespace) -> None:
     fallbacks = [name.strip() for name in args.fallbacks.split(",") if name.strip()]
     await in_session(settings, lambda s: directory.set_fallbacks(s, ACTOR, args.name, fallbacks))
@@ -135,6 +143,26 @@ async def limit_set(settings: CommonSettings, args: argparse.Namespace) -> None:
           f"tokens/min, {limit.tokens_per_day} tokens/day, {limit.concurrent_requests} concurrent (0 = unlimited)")
 
 
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that make a backend config (``llm add`` and ``llm deploy``)."""
+    parser.add_argument("--backend", required=True)
+    parser.add_argument("--config", help="backend config as a JSON object")
+    parser.add_argument("--base-url")
+    parser.add_argument("--upstream-model")
+    parser.add_argument("--api-key-env", help="name of the worker's environment variable holding the key "
+                        "(one MODELPORT_UPSTREAM_KEY_ENVS allows)")
+    parser.add_argument("--extra-param", action="append", help="openai_compat backend: a request field beyond "
+                        "OpenAI's that clients may pass to the upstream (repeatable)")
+    parser.add_argument("--model-path", help="llamacpp backend: a GGUF file (default: the bundled Gemma 3 270M)")
+    parser.add_argument("--n-ctx", type=int, help="llamacpp backend: context window in tokens")
+    parser.add_argument("--n-threads", type=int, help="llamacpp backend: CPU threads")
+    parser.add_argument("--n-gpu-layers", type=int, help="llamacpp backend: layers offloaded to the GPU")
+    parser.add_argument("--reply", help="fake backend: the reply text")
+    parser.add_argument("--delay-ms", type=float, help="fake backend: delay between chunks")
+    parser.add_argument("--chunks", type=int, help="fake backend: number of chunks")
+    parser.add_argument("--concurrency", type=int, help="jobs one worker runs at once")
+
+
 def add_directory_parsers(commands: Any) -> None:
     user = commands.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     add = user.add_parser("add", help="create a local user")
@@ -161,24 +189,15 @@ def add_directory_parsers(commands: Any) -> None:
     llm = commands.add_parser("llm", help="register models").add_subparsers(dest="action", required=True)
     ladd = llm.add_parser("add", help="register an LLM")
     ladd.add_argument("name")
-    ladd.add_argument("--backend", required=True)
-    ladd.add_argument("--config", help="backend config as a JSON object")
-    ladd.add_argument("--base-url")
-    ladd.add_argument("--upstream-model")
-    ladd.add_argument("--api-key-env", help="name of the worker's environment variable holding the key "
-                      "(one MODELPORT_UPSTREAM_KEY_ENVS allows)")
-    ladd.add_argument("--extra-param", action="append", help="openai_compat backend: a request field beyond "
-                      "OpenAI's that clients may pass to the upstream (repeatable)")
-    ladd.add_argument("--model-path", help="llamacpp backend: a GGUF file (default: the bundled Gemma 3 270M)")
-    ladd.add_argument("--n-ctx", type=int, help="llamacpp backend: context window in tokens")
-    ladd.add_argument("--n-threads", type=int, help="llamacpp backend: CPU threads")
-    ladd.add_argument("--n-gpu-layers", type=int, help="llamacpp backend: layers offloaded to the GPU")
-    ladd.add_argument("--reply", help="fake backend: the reply text")
-    ladd.add_argument("--delay-ms", type=float, help="fake backend: delay between chunks")
-    ladd.add_argument("--chunks", type=int, help="fake backend: number of chunks")
-    ladd.add_argument("--concurrency", type=int, help="jobs one worker runs at once")
+    add_backend_flags(ladd)
     ladd.add_argument("--max-queue", type=int, default=256, help="outstanding jobs before 429")
     ladd.set_defaults(run=llm_add)
+    deploy = llm.add_parser("deploy", help="one more deployment of an LLM (its own backend and config); its "
+                            "workers, started with --deployment NAME, take jobs from the LLM's queue")
+    deploy.add_argument("llm")
+    deploy.add_argument("name")
+    add_backend_flags(deploy)
+    deploy.set_defaults(run=llm_deploy)
     lset = llm.add_parser("set", help="change an LLM")
     lset.add_argument("name")
     lset.add_argument("--fallbacks", required=True, help="LLMs tried in order when this one cannot serve a request "

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.set_defaults(run=serve_gateway, settings=GatewaySettings, overrides=("host", "port", "workers"))
     worker = commands.add_parser("worker", help="serve one registered LLM from the queue")
     worker.add_argument("llm")
+    worker.add_argument("--deployment", default="default", help="which of the LLM's deployments to serve")
     worker.set_defaults(run=serve_worker, settings=WorkerSettings)
     admin = commands.add_parser("admin", help="serve the admin app (users, groups, models, tokens, usage)")
     admin.add_argument("--host", dest="admin_host")
@@ -88,7 +89,7 @@ def serve_worker(settings: WorkerSettings, args: argparse.Namespace) -> None:
 
     from modelport.workers.launch import run_worker
 
-    uvloop.run(run_worker(settings, args.llm))
+    uvloop.run(run_worker(settings, args.llm, args.deployment))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -58,6 +58,7 @@ class ModelEntry:
     llm: str  # the LLM whose workers serve it: its own name, for an LLM
     preset: PresetSettings | None = None
     fallbacks: tuple[str, ...] = ()  # the LLM's fallbacks, in order
+    deployments: int = 1  # how many deployments serve the LLM's queue
 
 
 async def token_owner(session: AsyncSession, secret_hash: str) -> TokenOwner | None:
@@ -131,7 +132,7 @@ async def applicable_limits(session: AsyncSession, token_id: int, user_id: int) 
 async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
     """Every name a request may use whose LLM is enabled, with what serves it."""
     llms = {llm.name: ModelEntry(llm.name, llm.max_queue, epoch_seconds(llm.created_at), llm.name,
-                                 fallbacks=tuple(llm.fallbacks))
+                                 fallbacks=tuple(llm.fallbacks), deployments=1 + len(llm.deployments))
             for llm in (await session.exec(select(LLM).where(col(LLM.enabled).is_(True)))).all()}
     aliases = (await session.exec(select(ModelAlias, LLM.name).join(LLM, col(LLM.id) == col(ModelAlias.llm_id))
                                   .where(col(LLM.enabled).is_(True)))).all()
@@ -164,8 +165,8 @@ def epoch_seconds(moment: datetime | None) -> int:
 async def registrations(session: AsyncSession) -> list[Registration]:
     """Every registered LLM as workers see it (see protocol.registrations)."""
     llms = await session.exec(select(LLM).order_by(col(LLM.name)))
-    return [Registration(name=llm.name, backend=llm.backend, config=llm.config, enabled=llm.enabled)
-            for llm in llms.all()]
+    return [Registration(name=llm.name, backend=llm.backend, config=llm.config, enabled=llm.enabled,
+                         deployments=llm.deployments) for llm in llms.all()]
 
 
 async def write_usage(session: AsyncSession, records: Sequence[UsageRecord],

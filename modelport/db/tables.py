@@ -75,6 +75,8 @@ class LLM(SQLModel, table=True):
     max_queue: int = 256
     # LLMs tried in order when this one cannot serve a request before its first delta.
     fallbacks: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # More deployments of it beyond ``default`` (its own backend and config): name -> {backend, config}.
+    deployments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime | None = _timestamp(now=True)
 
 

@@ -40,8 +40,9 @@ async def chat_completions(request: Request) -> ASGIApp:
     stream = wants_stream(chat, request.headers.get("accept", ""), kuwa)
     catalog = await state.auth.catalog()
     fallbacks = [catalog[name] for name in entry.fallbacks if name in catalog and name in principal.models]
+    # Each deployment of the LLM gets a try (a failing one stops claiming: the next try reaches another).
     submission = Submission(state.broker.jobs, chat.generation_params(), principal, state.settings,
-                            [entry, *fallbacks])
+                            [entry] * entry.deployments + fallbacks)
     limits = state.broker.limits
     admission = await limits.admit(list(principal.limits), chat.token_estimate(state.settings.completion_reserve))
     try:

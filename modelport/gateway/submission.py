@@ -20,8 +20,9 @@ FALLBACK_CODES = frozenset({"no_worker", "queue_full", "upstream_error", "upstre
 
 
 class Submission:
-    """One request's way to a job: ``candidates`` are the named LLM's entry, then its fallbacks' (those the
-    caller may use). The first job's id names the others (``ID.1``, ...), so aborting by it reaches them."""
+    """One request's way to a job: ``candidates`` are the named LLM's entry (once per deployment), then its
+    fallbacks' (those the caller may use). The first job's id names the others (``ID.1``, ...), so aborting
+    by it reaches them."""
 
     def __init__(self, jobs: JobQueue, params: GenerationParams, principal: Principal, settings: GatewaySettings,
                  candidates: list[ModelEntry]) -> None:

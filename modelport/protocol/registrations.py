@@ -7,12 +7,30 @@ from typing import Any
 
 from pydantic import BaseModel
 
+DEFAULT_DEPLOYMENT = "default"
+
+
+class Deployment(BaseModel):
+    backend: str
+    config: dict[str, Any]
+
 
 class Registration(BaseModel):
+    """An LLM: its own backend and config (the deployment ``default``) and any further deployments, each
+    served by workers started with ``--deployment NAME`` from the LLM's one queue."""
+
     name: str
     backend: str
     config: dict[str, Any]
     enabled: bool = True
+    deployments: dict[str, Deployment] = {}
+
+    def deployment(self, name: str) -> Deployment:
+        if name == DEFAULT_DEPLOYMENT:
+            return Deployment(backend=self.backend, config=self.config)
+        if name not in self.deployments:
+            raise NotRegistered(f"{self.name} has no deployment named {name!r}")
+        return self.deployments[name]
 
 
 class NotRegistered(LookupError):

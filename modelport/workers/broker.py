@@ -119,6 +119,12 @@ class WorkerBroker:
                 runnable.append(claimed)
         return runnable
 
+    async def release(self, claimed: ClaimedJob) -> None:
+        """Give back a job this worker claimed but will not start (its upstream is cooling down): marked idle
+        for a whole lease, another worker's reclaim takes it over at its next beat, as after a death."""
+        await self._commands.xclaim(self._jobs_key, keys.WORKER_GROUP, self.worker_id, 0, [claimed.entry_id],
+                                    idle=self.lease_ms, justid=True)
+
     async def _sweep_consumers(self) -> None:
         """Delete consumers of workers that died (idle for ten leases) once they hold no entry; a clean exit
         deletes its own (see close)."""

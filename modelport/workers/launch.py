@@ -13,7 +13,7 @@ import socket
 import uuid
 
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.registrations import NotRegistered, Registration
+from modelport.protocol.registrations import DEFAULT_DEPLOYMENT, Deployment, NotRegistered, Registration
 from modelport.workers.backends.registry import build_backend
 from modelport.workers.backends.upstream_policy import UpstreamPolicy
 from modelport.workers.broker import WorkerBroker
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 REGISTRATION_POLL_S = 1.0
 
 
-async def run_worker(settings: WorkerSettings, llm_name: str) -> None:
+async def run_worker(settings: WorkerSettings, llm_name: str, deployment: str = DEFAULT_DEPLOYMENT) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -37,15 +37,16 @@ async def run_worker(settings: WorkerSettings, llm_name: str) -> None:
     if registration is None:
         await broker.close()
         return
-    metrics = WorkerMetrics(llm_name)
+    serving = registration.deployment(deployment)  # NotRegistered (a clear exit) for an unknown name
+    metrics = WorkerMetrics(llm_name, deployment)
     if settings.metrics_port:
         metrics.serve(settings.metrics_host, settings.metrics_port)
     policy = settings.upstream_policy()
-    worker = Worker(broker, build_backend(registration.backend, registration.config, policy),
+    worker = Worker(broker, build_backend(serving.backend, serving.config, policy),
                     heartbeat_s=settings.heartbeat_s, drain_s=settings.drain_s, metrics=metrics)
     announced = asyncio.Event()
     broker.on_announcement = announced.set
-    following = asyncio.create_task(follow_registration(worker, registration, announced, policy))
+    following = asyncio.create_task(follow_registration(worker, deployment, serving, announced, policy))
     try:
         await worker.run(stop)
     finally:
@@ -72,25 +73,27 @@ async def wait_for_registration(broker: WorkerBroker, stop: asyncio.Event) -> Re
     return None
 
 
-async def follow_registration(worker: Worker, current: Registration, announced: asyncio.Event,
+async def follow_registration(worker: Worker, deployment: str, current: Deployment, announced: asyncio.Event,
                               policy: UpstreamPolicy) -> None:
-    """After each announced change, switch to a new backend if the LLM's backend or config changed."""
+    """After each announced change, switch to a new backend if the deployment's backend or config changed."""
+    name = f"{worker.broker.model} ({deployment})"
     while True:
         await announced.wait()
         announced.clear()
         try:
-            latest = await worker.broker.registration()
+            registration = await worker.broker.registration()
+            latest = registration.deployment(deployment) if registration is not None else None
         except NotRegistered:
-            log.warning("%s is no longer registered; serving on until stopped", current.name)
+            log.warning("%s is no longer registered; serving on until stopped", name)
             continue
         except QUEUE_ERRORS:
             continue
-        if latest is None or (latest.backend, latest.config) == (current.backend, current.config):
+        if latest is None or latest == current:
             continue
         try:
             await worker.replace_backend(build_backend(latest.backend, latest.config, policy))
         except Exception:  # a config the backend cannot start with must not stop the worker
-            log.exception("could not switch %s to its new config; serving on with the old one", current.name)
+            log.exception("could not switch %s to its new config; serving on with the old one", name)
             continue
         current = latest
-        log.info("%s now serves with its new config", current.name)
+        log.info("%s now serves with its new config", name)

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 
 class WorkerMetrics:
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, deployment: str = "default") -> None:
         self.registry = CollectorRegistry()
         self._model = model
         self._jobs = Counter("modelport_worker_jobs", "Jobs finished, by outcome", ["model", "outcome"],
@@ -16,6 +16,9 @@ class WorkerMetrics:
                                registry=self.registry)
         self.running = Gauge("modelport_worker_running_jobs", "Jobs being served now", ["model"],
                              registry=self.registry).labels(model)
+        self.cooldown = Gauge("modelport_worker_cooldown_seconds", "How long the worker stays away from the queue "
+                              "after its upstream failed (0: claiming)", ["model", "deployment"],
+                              registry=self.registry).labels(model, deployment)
 
     def finished(self, outcome: str, completion_tokens: int) -> None:
         self._jobs.labels(self._model, outcome).inc()

@@ -25,6 +25,13 @@ from modelport.workers.outbox import ClaimedJob
 
 log = logging.getLogger(__name__)
 
+# An upstream failing like this makes the worker stop claiming jobs for a while (doubling while it keeps
+# failing), so that the LLM's other deployments serve its queue meanwhile.
+UPSTREAM_FAILURES = frozenset({"upstream_error", "upstream_unreachable", "upstream_rate_limited",
+                               "upstream_timeout"})
+COOLDOWN_FIRST_S = 1.0
+COOLDOWN_MAX_S = 30.0
+
 
 class Worker:
     """Serves one model from its queue until ``stop`` is set, then drains for at most ``drain_s``."""
@@ -42,6 +49,8 @@ class Worker:
         self._lost: set[str] = set()
         self._slot_freed = asyncio.Event()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._cooldown_s = 0.0
+        self._cool_until = 0.0
         broker.on_cancel = self._cancel
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -83,6 +92,10 @@ class Worker:
 
     async def _claim_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            if self._cooling():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self._cool_until - time.monotonic())
+                continue
             free = self.backend.concurrency - len(self._running)
             if free <= 0:
                 self._slot_freed.clear()
@@ -96,8 +109,29 @@ class Worker:
                 await asyncio.sleep(0.5)
                 continue
             for job in claimed:
-                self._start(job)
+                if self._cooling():  # its upstream failed while this claim waited: another worker serves it
+                    await self.broker.release(job)
+                else:
+                    self._start(job)
             await asyncio.sleep(0)
+
+    def _cooling(self) -> bool:
+        return self._cool_until > time.monotonic()
+
+    def _note_failure(self, error: ModelPortError) -> None:
+        """An upstream failure starts (or doubles) the cool-down; other failures are the request's own."""
+        if error.code not in UPSTREAM_FAILURES:
+            return
+        self._cooldown_s = min(COOLDOWN_MAX_S, self._cooldown_s * 2 or COOLDOWN_FIRST_S)
+        self._cool_until = time.monotonic() + self._cooldown_s
+        self.metrics.cooldown.set(self._cooldown_s)
+        log.warning("the upstream failed; not claiming jobs for %.0f s", self._cooldown_s)
+
+    def _upstream_answered(self) -> None:
+        if self._cooldown_s:
+            self._cooldown_s = 0.0
+            self.metrics.cooldown.set(0)
+            log.info("the upstream answers again")
 
     async def _drain(self) -> None:
         if self._running:
@@ -117,7 +151,7 @@ class Worker:
                 for claimed in [claimed for claimed in self._claims.values() if claimed.entry_id in lost]:
                     self._lose(claimed.job.id)
                 free = self.backend.concurrency - len(self._running)
-                if free > 0:
+                if free > 0 and not self._cooling():
                     for job in await self.broker.reclaim(free, running=set(self._running)):
                         self._start(job)
             except QUEUE_ERRORS:
@@ -179,6 +213,7 @@ class Worker:
                     outbox.put(claimed, item)
                     if produced == 1:
                         await outbox.written()
+            self._upstream_answered()
             outbox.put(claimed, Done(usage=usage or Usage(completion_tokens=produced)))
             self.metrics.finished("done", usage.completion_tokens if usage else produced)
             log.info("job done in %.0f ms", (time.monotonic() - started) * 1000, extra=fields)
@@ -187,6 +222,7 @@ class Worker:
             if job.id not in self._cancelled_by_client and job.id not in self._lost:
                 raise
         except ModelPortError as exc:
+            self._note_failure(exc)  # before the gateway hears of it and may submit the job again
             outbox.put(claimed, Failed(error=exc.body(), usage=Usage(completion_tokens=produced)))
             self.metrics.finished("cancelled" if isinstance(exc, Cancelled) else "failed", produced)
         except Exception:
