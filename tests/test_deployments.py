@@ -80,6 +80,9 @@ def failed_jobs(site: Site) -> float:
 def test_load_spreads_over_both_deployments(site: Site) -> None:
     answers = served_by(site, 40)
     assert set(answers) == {"default", "b"}, answers
+    metrics = httpx.get(f"{site.live.base}/metrics").text
+    for deployment in ("default", "b"):
+        assert f'modelport_deployment_live_workers{{deployment="{deployment}",model="dep"}} 1.0' in metrics
 
 
 def test_a_dead_upstream_costs_no_request_and_its_deployment_stops_claiming(site: Site) -> None:

@@ -105,6 +105,9 @@ def test_who_sees_which_preset(live: Live, fan: str) -> None:
     assert {"for-all", "for-oc-users", "powers-own", "for-everything"} <= names(live, live.token)
     assert names(live, fan) == {"fake-base", "for-all"}
     assert ask(live, "for-all", fan).model == "for-all"
+    metrics = httpx.get(f"{live.base}/metrics").text
+    assert 'modelport_queue_depth{model="fake-base"}' in metrics and 'model="for-all"' not in metrics, (
+        "the gauges are per LLM: presets and aliases (names users make) are no labels")
     for hidden in ("for-oc-users", "powers-own", "for-everything"):
         with pytest.raises(openai.NotFoundError):
             ask(live, hidden, fan)

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable
 from typing import Any
 
@@ -18,6 +19,7 @@ from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.envelope import GenerationParams, Job
 from modelport.protocol.errors import Cancelled, DeadlineExceeded, ModelPortError, NoWorker, RateLimited, Unavailable
+from modelport.protocol.registrations import deployment_of
 from modelport.protocol.scripts import Submitted
 
 log = logging.getLogger(__name__)
@@ -141,16 +143,18 @@ class JobQueue:
             raise Unavailable("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
         return len(chosen)
 
-    async def queue_stats(self, models: list[str]) -> dict[str, tuple[int, int]]:
-        """Outstanding jobs and live workers per model, for metrics."""
+    async def queue_stats(self, models: list[str]) -> dict[str, tuple[int, Counter[str]]]:
+        """Outstanding jobs and live workers by deployment, per model, for metrics."""
         seconds, micros = await self._commands.time()
         now_ms = seconds * 1000 + micros // 1000
         async with self._commands.pipeline(transaction=False) as pipe:
             for model in models:
                 pipe.xlen(keys.jobs(model))
-                pipe.zcount(keys.workers(model), now_ms, "+inf")
+                pipe.zrangebyscore(keys.workers(model), now_ms, "+inf")
             replies = await pipe.execute()
-        return {model: (int(replies[2 * i]), int(replies[2 * i + 1])) for i, model in enumerate(models)}
+        return {model: (int(replies[2 * i]), Counter(deployment_of(worker.decode() if isinstance(worker, bytes)
+                                                                   else str(worker)) for worker in replies[2 * i + 1]))
+                for i, model in enumerate(models)}
 
     async def cancel(self, handle: JobHandle) -> None:
         """Tell whichever worker has the job (or will claim it) to stop; the handle stays until it ends."""

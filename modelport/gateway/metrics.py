@@ -9,6 +9,7 @@ With several gateway processes (``modelport gateway --workers N``) counters live
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -41,15 +42,19 @@ class GatewayMetrics:
         if outcome.completion_tokens > 1 and generating > 0:
             self.tokens_per_second.labels(outcome.model).observe(outcome.completion_tokens / generating)
 
-    def exposition(self, queue_stats: dict[str, tuple[int, int]]) -> bytes:
+    def exposition(self, queue_stats: Mapping[str, tuple[int, Mapping[str, int]]]) -> bytes:
         """The text exposition: this process's (or all processes') counters, plus per-model queue gauges."""
         scrape = CollectorRegistry()
         depth = Gauge("modelport_queue_depth", "Outstanding jobs (queued or running) per model", ["model"],
                       registry=scrape)
         live = Gauge("modelport_live_workers", "Workers with a fresh heartbeat per model", ["model"], registry=scrape)
+        deployed = Gauge("modelport_deployment_live_workers", "Workers with a fresh heartbeat per deployment",
+                         ["model", "deployment"], registry=scrape)
         for model, (outstanding, workers) in queue_stats.items():
             depth.labels(model).set(outstanding)
-            live.labels(model).set(workers)
+            live.labels(model).set(sum(workers.values()))
+            for deployment, count in workers.items():
+                deployed.labels(model, deployment).set(count)
         if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
             totals = CollectorRegistry()
             MultiProcessCollector(totals)  # type: ignore[no-untyped-call]

@@ -28,7 +28,8 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     state: GatewayState = request.state.gateway
     try:
-        stats = await state.broker.jobs.queue_stats(list(await state.auth.catalog()))
+        llms = [name for name, entry in (await state.auth.catalog()).items() if entry.llm == name]
+        stats = await state.broker.jobs.queue_stats(llms)
     except (*QUEUE_ERRORS, ModelPortError):
         stats = {}
     return Response(state.metrics.exposition(stats), media_type="text/plain; version=0.0.4; charset=utf-8")

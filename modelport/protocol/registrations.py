@@ -10,6 +10,15 @@ from pydantic import BaseModel
 DEFAULT_DEPLOYMENT = "default"
 
 
+def worker_name(process: str, deployment: str) -> str:
+    """A worker's id (its consumer name and heartbeat member): ``host-pid-random@deployment``."""
+    return f"{process}@{deployment}"
+
+
+def deployment_of(worker: str) -> str:
+    return worker.rpartition("@")[2] if "@" in worker else DEFAULT_DEPLOYMENT
+
+
 class Deployment(BaseModel):
     backend: str
     config: dict[str, Any]

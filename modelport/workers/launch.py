@@ -13,7 +13,13 @@ import socket
 import uuid
 
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.registrations import DEFAULT_DEPLOYMENT, Deployment, NotRegistered, Registration
+from modelport.protocol.registrations import (
+    DEFAULT_DEPLOYMENT,
+    Deployment,
+    NotRegistered,
+    Registration,
+    worker_name,
+)
 from modelport.workers.backends.registry import build_backend
 from modelport.workers.backends.upstream_policy import UpstreamPolicy
 from modelport.workers.broker import WorkerBroker
@@ -30,7 +36,7 @@ async def run_worker(settings: WorkerSettings, llm_name: str, deployment: str = 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    worker_id = worker_name(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}", deployment)
     broker = WorkerBroker(settings.redis_url, llm_name, worker_id, lease_ms=settings.lease_ms,
                           max_attempts=settings.max_attempts)
     registration = await wait_for_registration(broker, stop)
