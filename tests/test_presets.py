@@ -161,3 +161,24 @@ def test_names_are_shared_and_settings_bounded(live: Live, fan: str) -> None:
     huge = httpx.post(f"{live.base}/v1/chat/completions", headers={"Authorization": f"Bearer {live.token}"},
                       json={"model": "fake", "messages": HI, "botfile": "SYSTEM " + "x" * 70_000})
     assert huge.status_code == 400 and huge.json()["error"]["param"] == "botfile"
+
+
+def test_renaming_an_llm_keeps_its_clients_working_through_an_alias(live: Live) -> None:
+    """Add the new name, grant it, remove the old one, alias the old name to the new."""
+    system = live.system
+    system.cli("llm", "add", "old-name", "--backend", "fake")
+    system.cli("group", "add", "renamers")
+    system.cli("group", "grant", "renamers", "old-name")
+    system.cli("user", "add", "renamer")
+    system.cli("user", "join", "renamer", "renamers")
+    token = system.cli("token", "create", "renamer").strip().splitlines()[-1]
+    system.worker("old-name")
+    assert ask(live, "old-name", token).model == "old-name"
+    system.cli("llm", "add", "new-name", "--backend", "fake", "--reply", "from the new name")
+    system.cli("group", "grant", "renamers", "new-name")
+    system.worker("new-name")
+    system.cli("llm", "remove", "old-name")
+    system.cli("llm", "alias", "old-name", "new-name")
+    until(lambda: names(live, token) == {"old-name", "new-name"}, "the token sees both names", 2)
+    answer = ask(live, "old-name", token)
+    assert answer.model == "old-name" and answer.choices[0].message.content == "from the new name"

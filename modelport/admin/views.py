@@ -25,7 +25,7 @@ from starlette_admin.actions import ActionSelection, action
 from starlette_admin.contrib.sqla import ModelView
 from starlette_admin.exceptions import FormValidationError
 
-from modelport.db import admin_reads, directory
+from modelport.db import admin_reads, directory, serving
 from modelport.db.directory import PASSWORDS
 from modelport.db.tables import (
     LLM,
@@ -198,7 +198,7 @@ class LLMView(NamedView):
         try:
             deployments = _json(data.get("deployments"), {})
             for name, deployment in deployments.items():
-                directory.check_deployment_name(name)
+                serving.check_deployment_name(name)
                 deployment["config"] = validate_config(str(deployment["backend"]), deployment.get("config") or {},
                                                        policy)
             data["deployments"] = deployments
@@ -208,7 +208,7 @@ class LLMView(NamedView):
         try:
             data["fallbacks"] = _json(data.get("fallbacks"), [])
             async with request.state.services.sessions() as session:
-                await directory.check_fallbacks(session, str(data.get("name")), data["fallbacks"])
+                await serving.check_fallbacks(session, str(data.get("name")), data["fallbacks"])
         except (InvalidRequest, ValueError) as exc:
             raise FormValidationError({"fallbacks": getattr(exc, "message", str(exc))}) from None
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from modelport.broker.announcements import announce_change
-from modelport.db import directory, queries, virtual_models
+from modelport.db import directory, queries, serving, virtual_models
 from modelport.db.engine import create_engine, session_factory
 from modelport.db.tables import LimitScope, PresetVisibility, utcnow
 from modelport.protocol.connection import QUEUE_ERRORS
@@ -85,15 +85,20 @@ async def llm_add(settings: CommonSettings, args: argparse.Namespace) -> None:
 
 async def llm_deploy(settings: CommonSettings, args: argparse.Namespace) -> None:
     config = llm_config(settings, args)
-    await in_session(settings, lambda s: directory.add_deployment(s, ACTOR, args.llm, args.name, args.backend,
+    await in_session(settings, lambda s: serving.add_deployment(s, ACTOR, args.llm, args.name, args.backend,
                                                                   config))
     print(f"llm {args.llm} has a deployment {args.name} ({args.backend}); serve it with "
           f"`modelport worker {args.llm} --deployment {args.name}`")
 
 
+async def llm_remove(settings: CommonSettings, args: argparse.Namespace) -> None:
+    await in_session(settings, lambda s: serving.remove_llm(s, ACTOR, args.name))
+    print(f"llm {args.name} removed (with its grants, aliases and presets)")
+
+
 async def llm_set(settings: CommonSettings, args: argparse.Namespace) -> None:
     fallbacks = [name.strip() for name in args.fallbacks.split(",") if name.strip()]
-    await in_session(settings, lambda s: directory.set_fallbacks(s, ACTOR, args.name, fallbacks))
+    await in_session(settings, lambda s: serving.set_fallbacks(s, ACTOR, args.name, fallbacks))
     print(f"llm {args.name} falls back to {', '.join(fallbacks) or 'nothing'}")
 
 
@@ -198,6 +203,10 @@ def add_directory_parsers(commands: Any) -> None:
     deploy.add_argument("name")
     add_backend_flags(deploy)
     deploy.set_defaults(run=llm_deploy)
+    lremove = llm.add_parser("remove", help="unregister an LLM with its grants, aliases and presets (renaming: "
+                             "add the new name, remove the old, alias the old name to the new)")
+    lremove.add_argument("name")
+    lremove.set_defaults(run=llm_remove)
     lset = llm.add_parser("set", help="change an LLM")
     lset.add_argument("name")
     lset.add_argument("--fallbacks", required=True, help="LLMs tried in order when this one cannot serve a request "
