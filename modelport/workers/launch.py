@@ -50,6 +50,7 @@ async def run_worker(settings: WorkerSettings, llm_name: str, deployment: str = 
     policy = settings.upstream_policy()
     worker = Worker(broker, build_backend(serving.backend, serving.config, policy),
                     heartbeat_s=settings.heartbeat_s, drain_s=settings.drain_s, metrics=metrics)
+    worker.cools_down = bool(registration.deployments)
     announced = asyncio.Event()
     broker.on_announcement = announced.set
     following = asyncio.create_task(follow_registration(worker, deployment, serving, announced, policy))
@@ -89,6 +90,7 @@ async def follow_registration(worker: Worker, deployment: str, current: Deployme
         try:
             registration = await worker.broker.registration()
             latest = registration.deployment(deployment) if registration is not None else None
+            worker.cools_down = registration is not None and bool(registration.deployments)
         except NotRegistered:
             log.warning("%s is no longer registered; serving on until stopped", name)
             continue

@@ -51,6 +51,9 @@ class Worker:
         self._retiring: set[asyncio.Task[None]] = set()
         self._cooldown_s = 0.0
         self._cool_until = 0.0
+        # Only an LLM with other deployments gains from a worker stepping back; alone, its jobs would wait
+        # in the queue instead of failing at once (and moving on to a fallback).
+        self.cools_down = False
         broker.on_cancel = self._cancel
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -120,7 +123,7 @@ class Worker:
 
     def _note_failure(self, error: ModelPortError) -> None:
         """An upstream failure starts (or doubles) the cool-down; other failures are the request's own."""
-        if error.code not in UPSTREAM_FAILURES:
+        if error.code not in UPSTREAM_FAILURES or not self.cools_down:
             return
         self._cooldown_s = min(COOLDOWN_MAX_S, self._cooldown_s * 2 or COOLDOWN_FIRST_S)
         self._cool_until = time.monotonic() + self._cooldown_s
