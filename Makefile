@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: run test deps system-deps lint bench clean
 
 run: $(BIN)/modelport
-	$(BIN)/modelport up
+	@$(BIN)/modelport up
 
 test: deps lint
 	$(BIN)/pytest -q -p no:cacheprovider
@@ -23,19 +23,28 @@ bench: deps
 deps: $(BIN)/modelport system-deps
 
 # llama.cpp is compiled once per machine into a wheel kept in the user's cache, for any CPU of the machine's
-# architecture (AVX2 on x86-64), not with -march=native: its AMX kernels crash on some virtual machines.
+# architecture (AVX2 on x86-64), not with -march=native: its AMX kernels crash on some virtual machines. Only
+# the library is built: llama.cpp's server, tools, examples and tests are off when it is built inside
+# llama-cpp-python, and LLAVA_BUILD=OFF drops the multimodal library ModelPort does not load. An interpreter
+# that already has llama-cpp-python >= 0.3.8 (say, a GPU build) lends it to the virtual environment instead.
 LLAMA_VERSION := 0.3.36
 LLAMA_WHEELS := $(HOME)/.cache/modelport/wheels
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF $(if $(filter x86_64,$(shell uname -m)),-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF $(if $(filter x86_64,$(shell uname -m)),-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+LLAMA_INSTALLED := $(shell $(PYTHON) -c 'import importlib.metadata as m, sys; \
+	sys.exit(tuple(map(int, m.version("llama-cpp-python").split(".")[:3])) < (0, 3, 8))' 2>/dev/null && echo yes)
 
 # Python dependencies, in a private virtual environment.
 $(BIN)/modelport: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
-		$(BIN)/pip wheel -q --no-cache-dir --no-deps -w $(LLAMA_WHEELS) llama-cpp-python==$(LLAMA_VERSION)
-	$(BIN)/pip install -q --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python -e '.[dev]'
-	touch $@
+	@echo "modelport: installing the Python dependencies into $(VENV)/ (once) …"
+	@$(PYTHON) -m venv $(if $(LLAMA_INSTALLED),--system-site-packages) $(VENV)
+	@$(BIN)/pip install -qq --upgrade pip
+	@if [ -z "$(LLAMA_INSTALLED)" ] && ! ls $(LLAMA_WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo "modelport: building llama.cpp (llama-cpp-python $(LLAMA_VERSION), the library only) once for this machine: a few minutes …"; \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel -qq --no-cache-dir --no-deps -w $(LLAMA_WHEELS) \
+			llama-cpp-python==$(LLAMA_VERSION); \
+	fi
+	@$(BIN)/pip install -qq --find-links $(LLAMA_WHEELS) --only-binary llama-cpp-python -e '.[dev]'
+	@touch $@
 
 # The real servers and browser the tests start on free ports (they never use ones already running).
 SYSTEM_PACKAGES := redis-server postgresql nginx-light chromium openssl docker-compose slapd ldap-utils

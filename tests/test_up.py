@@ -38,7 +38,13 @@ def test_up_serves_the_bundled_model_and_prints_a_working_curl_line(tmp_path: Pa
                                 text=True)
         assert answer.returncode == 0, (answer.returncode, log.read_text())
         assert '"object":"chat.completion"' in answer.stdout and '"model":"gemma-3-270m"' in answer.stdout
+        before_banner = banner.split("ModelPort is up.")[0].strip().splitlines()
+        assert len(before_banner) <= 6 and all(line.startswith(("starting", "preparing", "waiting"))
+                                               for line in before_banner), banner
         home = tmp_path / ".modelport"
+        logs = {path.name for path in (home / "logs").iterdir()}
+        assert logs == {"gateway.log", "admin.log", "worker-gemma-3-270m.log"}
+        assert "Uvicorn running" in (home / "logs" / "gateway.log").read_text()
         assert (home / "modelport.db").exists()
         assert home.stat().st_mode & 0o777 == 0o700 and (home / "credentials.json").stat().st_mode & 0o777 == 0o600
         children = psutil.Process(up.pid).children(recursive=True)

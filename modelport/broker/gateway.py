@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 import uuid
 
@@ -16,7 +18,7 @@ from modelport.broker.announcements import Announcements, invalidate, mirror
 from modelport.broker.inbox import READ_BLOCK_MS, Inbox
 from modelport.broker.jobs import JobQueue
 from modelport.broker.limits import RateLimiter
-from modelport.protocol import keys
+from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS, redis_client
 from modelport.protocol.registrations import Registration
 
@@ -26,6 +28,8 @@ WATCH_INTERVAL_S = 1.0
 class GatewayBroker:
     def __init__(self, redis_url: str, lease_s: float = 15.0) -> None:
         self.gateway_id = uuid.uuid4().hex
+        # How status views name it: host, process id and the start of its id.
+        self.process_name = f"{socket.gethostname()}-{os.getpid()}-{self.gateway_id[:8]}"
         name = f"mp-gateway-{self.gateway_id}"
         self._commands = redis_client(redis_url, connections=2, name=name)
         self._reader = redis_client(redis_url, connections=1, name=f"{name}-inbox")
@@ -35,6 +39,7 @@ class GatewayBroker:
         self.inbox = Inbox(self._reader, self._commands, self.gateway_id, self.jobs.handles.get, self.jobs.fail_all)
         self.announcements = Announcements(self._subscriber, on_cancel=self.jobs.withdraw_if_waiting)
         self.limits = RateLimiter(self._commands, lease_ms=int(lease_s * 1000))
+        self._seen = self._commands.register_script(scripts.GATEWAY_SEEN)
         self._readers: list[asyncio.Task[None]] = []
         self._watcher: asyncio.Task[None] | None = None
 
@@ -58,6 +63,7 @@ class GatewayBroker:
         await self.jobs.close()
         with contextlib.suppress(*QUEUE_ERRORS):
             await self.inbox.delete()
+            await self._commands.zrem(keys.GATEWAYS, self.process_name)
         for client in (self._commands, self._reader, self._subscriber):
             await client.aclose()
 
@@ -76,13 +82,15 @@ class GatewayBroker:
         await mirror(self._commands, registrations)
 
     async def _watch(self) -> None:
-        """Keep the inbox alive; every third of a lease, renew what this process holds for its live requests
-        (their queue entries and concurrency slots); fail the jobs of models whose last worker stopped."""
+        """Keep the inbox alive and say the gateway is (for status views); every third of a lease, renew what
+        this process holds for its live requests (their queue entries and concurrency slots); fail the jobs of
+        models whose last worker stopped."""
         renewed_at = 0.0
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
             try:
                 await self.inbox.keep()
+                await self._seen(keys=[keys.GATEWAYS], args=[self.process_name])
                 if time.monotonic() - renewed_at >= self._lease_s / 3:
                     renewed_at = time.monotonic()
                     await self.jobs.renew_leases()

@@ -108,7 +108,8 @@ class JobQueue:
         After a Redis restart forgot the script, it is loaded and both commands (idempotent) run again."""
         job = handle.job
         script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model),
-                       keys.user_jobs(job.model, job.user_id), keys.group_jobs(job.model, handle.group_id)]
+                       keys.user_jobs(job.model, job.user_id), keys.group_jobs(job.model, handle.group_id),
+                       keys.waiting_since(job.model)]
         args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority, user_places,
                                  self._lease_ms, group_places]
 
@@ -184,7 +185,8 @@ class JobQueue:
         _rotation, _waiting_jobs, bodies, _turn, waiting = keys.fair_queue(handle.job.model)
 
         async def withdraw() -> None:
-            if await self._withdraw(keys=[bodies, waiting], args=[handle.job.id]):
+            if await self._withdraw(keys=[bodies, waiting, keys.waiting_since(handle.job.model)],
+                                    args=[handle.job.id]):
                 handle.fail(Cancelled("Cancelled by the client while queued.").body())
 
         self._background(withdraw())

@@ -1,5 +1,5 @@
-"""The ``modelport`` command: one entry point, a subcommand per job (db, user, group, llm, token,
-gateway, worker, up)."""
+"""The ``modelport`` command: one entry point, a subcommand per job (db, user, group, llm, preset, token, limit,
+status, redis, gateway, worker, admin, up)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import sys
 from collections.abc import Sequence
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from modelport.admin.settings import AdminSettings
-from modelport.cli.directory_commands import add_directory_parsers
+from modelport.cli.account_commands import add_group_parsers, add_limit_parsers, add_token_parsers, add_user_parsers
+from modelport.cli.model_commands import add_llm_parsers, add_preset_parsers
 from modelport.cli.redis_acl import add_redis_parsers
+from modelport.cli.status_command import add_status_parser
 from modelport.cli.up import run_up
 from modelport.db.migrate import upgrade
 from modelport.gateway.settings import GatewaySettings
@@ -34,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(run=db_upgrade)
-    add_directory_parsers(commands)
+    for add_parsers in (add_user_parsers, add_group_parsers, add_llm_parsers, add_preset_parsers, add_token_parsers,
+                        add_limit_parsers, add_status_parser):
+        add_parsers(commands)
     add_redis_parsers(commands)
     gateway = commands.add_parser("gateway", help="serve the OpenAI-compatible API")
     gateway.add_argument("--host")
@@ -52,7 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="everything on embedded defaults, for a first try")
     up.add_argument("--port", type=int, default=8000, help="the API's port")
     up.add_argument("--admin-port", type=int, default=8100, help="the admin app's port")
-    up.set_defaults(run=lambda settings, args: run_up(settings, args.port, args.admin_port))
+    loudness = up.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", dest="output", action="store_const", const="quiet",
+                          help="print nothing but the banner")
+    loudness.add_argument("--verbose", dest="output", action="store_const", const="verbose",
+                          help="show every process's log on the terminal too")
+    up.set_defaults(output="normal", run=lambda settings, args: run_up(settings, args.port, args.admin_port,
+                                                                       args.output))
     return parser
 
 
@@ -111,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
     except NotRegistered as exc:
         print(f"modelport: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except SQLAlchemyError as exc:
+        print(f"modelport: the database refused or could not be reached: {str(exc).splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
     except json.JSONDecodeError as exc:
         print(f"modelport: --config is not valid JSON: {exc}", file=sys.stderr)

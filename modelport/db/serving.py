@@ -61,13 +61,3 @@ async def check_fallbacks(session: AsyncSession, name: str, fallbacks: list[str]
         if (await session.exec(select(LLM.id).where(LLM.name == fallback))).first() is None:
             raise InvalidRequest(f"No llm named '{fallback}'.", param="fallbacks")
 
-
-async def set_fallbacks(session: AsyncSession, actor: str, name: str, fallbacks: list[str]) -> LLM:
-    """The LLMs tried, in order, when this one cannot serve a request before its first delta."""
-    llm: LLM = await one(session, LLM, name)
-    await check_fallbacks(session, name, fallbacks)
-    llm.fallbacks = fallbacks
-    session.add(llm)
-    audit(session, actor, "llm.set", name, fallbacks=fallbacks)
-    await session.commit()
-    return llm

@@ -28,7 +28,8 @@ WORKER_COMMANDS = (
     "+xreadgroup", "+xclaim", "+xautoclaim", "+xpending", "+xack", "+xdel", "+xadd", "+xlen",
     "+xgroup|create", "+xgroup|delconsumer", "+xinfo|consumers",
     "+hset", "+hdel", "+hget", "+hexists", "+exists",
-    "+zadd", "+zrem", "+zpopmin", "+zrangebylex", "+zremrangebyscore", "+zcard", "+pexpire", "+incr", "+decr",
+    "+zadd", "+zrem", "+zpopmin", "+zrangebylex", "+zrangebyscore", "+zremrangebyscore", "+zcard", "+pexpire",
+    "+incr", "+decr",
 )
 
 

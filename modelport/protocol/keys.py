@@ -13,6 +13,7 @@ WORKER_GROUP = "workers"
 INVALIDATE_CHANNEL = f"{PREFIX}:invalidate"
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 REGISTRATIONS = f"{PREFIX}:registrations"  # hash: LLM name -> its registration (JSON), for workers
+GATEWAYS = f"{PREFIX}:gateways"  # sorted set: gateway process id -> its last heartbeat (Redis server ms)
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
@@ -29,6 +30,16 @@ def of_model(model: str) -> str:
 def workers(model: str) -> str:
     """Sorted set of the model's live workers, scored by heartbeat expiry (Redis server ms)."""
     return f"{PREFIX}:{{{model}}}:workers"
+
+
+def heartbeats(model: str) -> str:
+    """Hash of the model's live workers' last heartbeats (Redis server ms), for status views."""
+    return f"{PREFIX}:{{{model}}}:heartbeats"
+
+
+def waiting_since(model: str) -> str:
+    """Sorted set of the jobs waiting in the model's fair queue, scored by when they began waiting (server ms)."""
+    return f"{PREFIX}:{{{model}}}:waiting-since"
 
 
 def fair_queue(model: str) -> list[str]:

@@ -79,7 +79,8 @@ local function fair_position(rotation, waiting_jobs, mine, member)
 end
 """
 
-# KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count, the user's jobs, the group's jobs.
+# KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count, the user's jobs, the group's jobs,
+# waiting since.
 # ARGV: max outstanding jobs, job JSON, job id, user id, priority, the user's share of the queue, lease ms
 # (the user's and the group's jobs are held as HOLD holds, see below), the group's share.
 # Returns {outcome, member, entry}: outcome 0 when sent to the stream, N > 0 when waiting at fair position N
@@ -117,6 +118,7 @@ end
 local turn = redis.call('INCR', KEYS[6])
 local entry = ARGV[4] .. '|' .. string.format('%016d', turn) .. '|' .. ARGV[3]
 redis.call('HSET', KEYS[5], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[10], now, ARGV[3])
 redis.call('ZADD', KEYS[4], 0, entry)
 local member = ARGV[5] .. '|' .. ARGV[4]
 if not redis.call('ZSCORE', KEYS[3], member) then
@@ -134,7 +136,7 @@ if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0 then return 0 end
 return fair_position(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 """
 
-# KEYS: jobs, rotation, waiting jobs, job bodies, turn, waiting count. ARGV: free slots of the caller.
+# KEYS: jobs, rotation, waiting jobs, job bodies, turn, waiting count, waiting since. ARGV: free slots of the caller.
 # Moves waiting jobs into the stream until it holds as many undelivered jobs as the caller can take.
 DISPATCH = WRITES + UNDELIVERED + """
 local want = tonumber(ARGV[1]) - undelivered(KEYS[1])
@@ -148,6 +150,7 @@ while moved < want do
   if #first > 0 then
     redis.call('ZREM', KEYS[3], first[1])
     local job_id = string.match(first[1], '|([^|]+)$')
+    redis.call('ZREM', KEYS[7], job_id)
     local job = redis.call('HGET', KEYS[4], job_id)
     if job then  -- no body: the job was withdrawn (see WITHDRAW)
       redis.call('HDEL', KEYS[4], job_id)
@@ -163,11 +166,12 @@ end
 return moved
 """
 
-# KEYS: job bodies, waiting count (of one model's fair queue). ARGV: job id.
+# KEYS: job bodies, waiting count, waiting since (of one model's fair queue). ARGV: job id.
 # Takes a cancelled job out of the fair queue if it still waits there: returns 1, and it will never reach a
 # worker (DISPATCH skips its leftover entry); 0 when it was already handed to the workers.
 WITHDRAW = WRITES + """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('DECR', KEYS[2])
 return 1
 """
@@ -178,10 +182,25 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 """
 
-# KEYS: workers zset. ARGV: worker id, lease ms. Records a heartbeat valid for the lease.
+# KEYS: workers zset, heartbeat times. ARGV: worker id, lease ms. Records a heartbeat valid for the lease (and
+# when it was sent, for status views), forgetting the heartbeat times of workers whose lease ran out.
 HEARTBEAT = WRITES + NOW + """
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+if #lapsed > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  redis.call('HDEL', KEYS[2], unpack(lapsed))
+end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 10)
+redis.call('HSET', KEYS[2], ARGV[1], now)
+for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]) * 10) end
+return 1
+"""
+
+# KEYS: the gateways' heartbeats. ARGV: gateway id. Records that it is alive; forgets those silent for a minute.
+GATEWAY_SEEN = WRITES + NOW + """
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+redis.call('PEXPIRE', KEYS[1], 120000)
 return 1
 """
 

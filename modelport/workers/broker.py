@@ -56,7 +56,8 @@ class WorkerBroker:
             await client.aclose()
 
     async def heartbeat(self) -> None:
-        await self._heartbeat(keys=[keys.workers(self.model)], args=[self.worker_id, self.lease_ms])
+        await self._heartbeat(keys=[keys.workers(self.model), keys.heartbeats(self.model)],
+                              args=[self.worker_id, self.lease_ms])
 
     async def ensure_group(self) -> None:
         with contextlib.suppress(ResponseError):
@@ -65,7 +66,8 @@ class WorkerBroker:
     async def claim(self, count: int, block_ms: int = 250) -> list[ClaimedJob]:
         """New jobs for this worker, waiting up to ``block_ms`` for one; first, jobs waiting in the fair
         queue are moved into the stream for the slots this worker has free."""
-        await self._dispatch(keys=[self._jobs_key, *keys.fair_queue(self.model)], args=[count])
+        await self._dispatch(keys=[self._jobs_key, *keys.fair_queue(self.model), keys.waiting_since(self.model)],
+                             args=[count])
         try:
             reply: Any = await self._claimer.xreadgroup(keys.WORKER_GROUP, self.worker_id, {self._jobs_key: ">"},
                                                    count=count, block=block_ms)
