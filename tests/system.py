@@ -72,7 +72,9 @@ class System:
         return self.cli("token", "create", user).strip().splitlines()[-1]
 
     def gateway(self, **settings: str) -> str:
-        port = free_port()
+        return self.gateway_on(free_port(), **settings)
+
+    def gateway_on(self, port: int, **settings: str) -> str:
         self.processes.append(Process(["modelport", "gateway", "--port", str(port)], {**self.env, **settings},
                                       self.logs / f"gateway-{port}.log"))
         base = f"http://127.0.0.1:{port}"
@@ -127,8 +129,10 @@ class System:
             client.close()
 
     def admin(self, **settings: str) -> str:
+        return self.admin_on(free_port(), **settings)
+
+    def admin_on(self, port: int, **settings: str) -> str:
         """Start an admin app (session cookies not Secure: the tests speak plain HTTP); returns its base URL."""
-        port = free_port()
         env = {**self.env, "MODELPORT_ADMIN_HTTPS_ONLY_COOKIES": "false", **settings}
         self.processes.append(Process(["modelport", "admin", "--port", str(port)], env,
                                       self.logs / f"admin-{port}.log"))

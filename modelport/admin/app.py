@@ -15,7 +15,12 @@ from starlette_admin.contrib.sqla import Admin
 
 from modelport.admin import model_views
 from modelport.admin.auth import ModelPortAuth
+from modelport.admin.dashboard import DashboardView
+from modelport.admin.local_time import local_time
+from modelport.admin.model_form import RegisterModelView
 from modelport.admin.my_presets import MyPresetsView
+from modelport.admin.my_usage import MyUsageView
+from modelport.admin.playground import PlaygroundView
 from modelport.admin.profile import ProfileView
 from modelport.admin.services import AdminServices
 from modelport.admin.settings import AdminSettings
@@ -44,8 +49,12 @@ def create_admin_app(settings: AdminSettings) -> Starlette:
                    same_site="strict", https_only=settings.admin_https_only_cookies, session_cookie="modelport"),
     ])
     admin = Admin(engine, title="ModelPort", base_url="/admin", auth_provider=ModelPortAuth(), secret_key=secret,
-                  templates_dir=str(Path(__file__).parent / "templates"))
+                  templates_dir=str(Path(__file__).parent / "templates"), index_view=DashboardView())
+    admin.templates.env.globals["local_time"] = local_time
+    admin.add_view(PlaygroundView())
+    admin.add_view(MyUsageView())
     admin.add_view(ProfileView())
+    admin.add_view(RegisterModelView())
     admin.add_view(MyPresetsView())
     admin.add_view(UsageChartsView())
     for view, model, key, label in [*VIEWS, *model_views.VIEWS]:

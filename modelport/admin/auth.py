@@ -20,6 +20,7 @@ from modelport.admin.ldap_directory import (
     check_password,
     dropped_from_directory,
 )
+from modelport.admin.playground import end_session_token
 from modelport.admin.services import AdminServices
 from modelport.db import directory, queries
 from modelport.db.directory import PASSWORDS
@@ -35,6 +36,12 @@ MAX_PASSWORD = 1024
 def _dummy_hash() -> str:
     """A hash to check wrong names against, so unknown users take as long to refuse as known ones."""
     return PASSWORDS.hash("not a password anyone has")
+
+
+def is_administrator(request: Request) -> bool:
+    """Whether the signed-in user (if any) administers ModelPort: the check of every administrators' page."""
+    user: User | None = getattr(request.state, "user", None)
+    return user is not None and user.is_admin
 
 
 class ModelPortAuth(AuthProvider):
@@ -92,6 +99,7 @@ class ModelPortAuth(AuthProvider):
         return AdminUser(username=user.display_name or user.name)
 
     async def logout(self, request: Request) -> Response | None:
+        await end_session_token(request)
         request.session.clear()
         return None
 

@@ -1,13 +1,16 @@
-"""The admin's views of the names a request may use besides an LLM's: aliases, their grants and presets."""
+"""The admin's views of what requests name: LLMs (with live workers and a Test action) and their grants, aliases
+and their grants, presets."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette_admin import (
     BooleanField,
+    ComputedField,
     EnumField,
     FloatField,
     HasOne,
@@ -16,13 +19,17 @@ from starlette_admin import (
     StringField,
     TextAreaField,
 )
-from starlette_admin.exceptions import FormValidationError
+from starlette_admin.actions import row_action
+from starlette_admin.exceptions import ActionFailed, FormValidationError
+from starlette_admin.flash import flash
 
 from modelport.admin.views import AdminView, NamedView, related_name
-from modelport.db import admin_reads, directory, virtual_models
-from modelport.db.tables import AliasGrant, Group, ModelAlias, Preset, PresetVisibility
+from modelport.db import admin_reads, directory, serving, virtual_models
+from modelport.db.tables import LLM, AliasGrant, Grant, Group, ModelAlias, Preset, PresetVisibility
+from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import InvalidRequest
 from modelport.protocol.presets import PresetSettings
+from modelport.workers.backends.registry import CONFIGS, validate_config
 
 
 class OptionalFloatField(FloatField):
@@ -30,6 +37,101 @@ class OptionalFloatField(FloatField):
 
     async def parse_form_data(self, request: Request, form_data: FormData) -> float | None:
         return None if form_data.get(self.id) in (None, "") else await super().parse_form_data(request, form_data)
+
+
+class GrantView(AdminView):
+    fields = [HasOne("group", key="group", required=True), HasOne("llm", key="llm", label="Model",
+                                                                        required=True)]
+
+    async def audit_target(self, request: Request, obj: Any) -> str:
+        group, llm = await related_name(request, obj, "group", Group), await related_name(request, obj, "llm", LLM)
+        return f"{group} may use {llm}"
+
+
+async def _live(request: Request, obj: LLM) -> dict[str, Any]:
+    """The model's live status, read once per page (every row of the list asks)."""
+    if not hasattr(request.state, "live_status"):
+        try:
+            status = await request.state.services.status()
+        except QUEUE_ERRORS:
+            status = {"models": []}
+        request.state.live_status = {model["name"]: model for model in status["models"]}
+    found: dict[str, Any] = request.state.live_status.get(obj.name, {})
+    return found
+
+
+async def _live_workers(request: Request, obj: LLM) -> str:
+    live = await _live(request, obj)
+    return str(len(live["workers"])) if live else "?"
+
+
+async def _waiting(request: Request, obj: LLM) -> str:
+    live = await _live(request, obj)
+    return f"{live['queue_depth']} waiting, {live['running']} running" if live else "?"
+
+
+class LLMView(NamedView):
+    """Models: listed with their live workers and queue; edited here (raw config), registered with the form
+    of ``model_form``; the Test action sends one short request through the model's queue."""
+
+    fields = [StringField("name", required=True),
+              EnumField("backend", choices=tuple((name, name) for name in sorted(CONFIGS))),
+              JSONField("config"), BooleanField("enabled", default=True), IntegerField("max_queue", default=256),
+              ComputedField("live_workers", label="Live workers", getter=_live_workers),
+              ComputedField("queue", label="Queue", getter=_waiting),
+              JSONField("deployments", label='More deployments: {"NAME": {"backend": ..., "config": {...}}}'),
+              JSONField("fallbacks", label="Fallbacks (JSON list of LLM names, tried in order)")]
+
+    exclude_fields_from_list = ["config", "deployments"]
+    row_actions = ["view", "edit", "test", "delete"]
+
+    @row_action(name="test", text="Test", icon_class="fa fa-vial", action_btn_class="btn-outline-primary")
+    async def test(self, request: Request, pk: Any) -> None:
+        """One short request through the model's queue and workers: its answer (flashed on the list it returns
+        to), or its exact error."""
+        llm: LLM = await self.find_by_pk(request, pk)
+        try:
+            answer, error = await request.state.services.try_model(request.state.user, llm.name)
+        except QUEUE_ERRORS:
+            raise ActionFailed(f"{llm.name}: the job queue (Redis) is unreachable.") from None
+        if error is not None:
+            raise ActionFailed(f"{llm.name} failed: {error.status} {error.code}: {error.message}")
+        flash(request, f"{llm.name} answered: {answer}", "success")
+
+    async def validate(self, request: Request, data: dict[str, Any]) -> None:
+        """Every config is checked for its backend (the LLM's own and each deployment's); fallbacks name other
+        registered LLMs."""
+        policy = request.state.services.settings.upstream_policy()
+        try:
+            data["config"] = validate_config(str(data.get("backend")), _json(data.get("config"), {}), policy)
+        except (InvalidRequest, ValueError) as exc:
+            raise FormValidationError({"config": getattr(exc, "message", str(exc))}) from None
+        try:
+            deployments = _json(data.get("deployments"), {})
+            for name, deployment in deployments.items():
+                serving.check_deployment_name(name)
+                deployment["config"] = validate_config(str(deployment["backend"]), deployment.get("config") or {},
+                                                       policy)
+            data["deployments"] = deployments
+        except (InvalidRequest, ValueError, KeyError, TypeError, AttributeError) as exc:
+            problem = getattr(exc, "message", f"not a map of deployments ({exc})")
+            raise FormValidationError({"deployments": problem}) from None
+        try:
+            data["fallbacks"] = _json(data.get("fallbacks"), [])
+            async with request.state.services.sessions() as session:
+                await serving.check_fallbacks(session, str(data.get("name")), data["fallbacks"])
+        except (InvalidRequest, ValueError) as exc:
+            raise FormValidationError({"fallbacks": getattr(exc, "message", str(exc))}) from None
+
+
+def _json(value: Any, empty: Any) -> Any:
+    """A JSON field's value: parsed from text, or as the form gave it; ``empty`` when left empty."""
+    parsed = json.loads(value) if isinstance(value, str) and value.strip() else value
+    if parsed in (None, ""):
+        return empty
+    if not isinstance(parsed, type(empty)):
+        raise ValueError(f"expected a JSON {'object' if isinstance(empty, dict) else 'list'}")
+    return parsed
 
 
 class AliasView(NamedView):
@@ -88,6 +190,7 @@ async def new_model_name(request: Request, data: dict[str, Any], table: type[Mod
 
 
 VIEWS: list[tuple[type[AdminView], type[Any], str, str]] = [
+    (LLMView, LLM, "llm", "Models"), (GrantView, Grant, "grant", "Model grants"),
     (AliasView, ModelAlias, "alias", "Model aliases"), (AliasGrantView, AliasGrant, "alias-grant", "Alias grants"),
     (PresetView, Preset, "preset", "Presets (bots)"),
 ]

@@ -25,6 +25,7 @@ class MyPresetsView(CustomView):
     menu_label = "My presets"
     icon = "fa fa-robot"
     path = "/my-presets"
+    route_name = "my-presets"
 
     @route("")
     async def index(self, request: Request) -> Response:

@@ -13,7 +13,7 @@ from starlette_admin.routing import route
 
 from modelport.admin.services import AdminServices
 from modelport.db import admin_reads, directory, queries
-from modelport.db.tables import User
+from modelport.db.tables import User, as_utc, utcnow
 
 TOKEN_PERMISSION = "read_api_token"
 MAX_ROW_ID = 2**63
@@ -28,6 +28,7 @@ class ProfileView(CustomView):
     menu_label = "My tokens"
     icon = "fa fa-key"
     path = "/profile"
+    route_name = "profile"
 
     @route("")
     async def index(self, request: Request) -> Response:
@@ -73,6 +74,7 @@ class ProfileView(CustomView):
             "title": "My tokens", "user": user, "tokens": tokens, "models": models, "allowed": allowed,
             "new_secret": new_secret, "api_url": services.settings.public_api_url.rstrip("/"),
             "example_model": models[0] if models else "MODEL", "profile_url": self._url(request),
+            "base": str(request.scope.get("root_path", "")), "now": utcnow(), "as_utc": as_utc,
         }
         assert self.templates is not None
         return self.templates.TemplateResponse(request=request, name="profile.html", context=context,

@@ -1,10 +1,12 @@
-"""What the admin app's views and login share: database sessions, announcing changes and login
+"""What the admin app's views and login share: database sessions, announcing changes, live status and login
 throttling."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -12,10 +14,17 @@ from starlette.requests import Request
 
 from modelport.admin.settings import AdminSettings
 from modelport.broker.admin import AdminBroker
-from modelport.db import directory, queries
+from modelport.broker.status import with_usage
+from modelport.db import admin_reads, directory, listing, queries
+from modelport.db.tables import User, utcnow
 from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.envelope import GenerationParams
+from modelport.protocol.errors import ErrorBody, NotFound
 
 log = logging.getLogger(__name__)
+TEST_PROMPT = "Say hello in five words."
+TEST_MAX_TOKENS = 32
+TEST_TIMEOUT_S = 60.0
 
 
 class AdminServices:
@@ -40,6 +49,23 @@ class AdminServices:
             await self._broker.announce(registered)
         except QUEUE_ERRORS:
             log.warning("could not announce %s to the gateways; their cache TTL bounds the delay", action)
+
+    async def status(self) -> dict[str, Any]:
+        """What ``modelport status --json`` prints: live workers, queues and gateways, last minute's usage."""
+        async with self.sessions() as session:
+            llms = await listing.llms(session)
+            recent = await listing.requests_since(session, utcnow() - timedelta(minutes=1))
+        return with_usage(await self._broker.live_status([llm["name"] for llm in llms]), llms, recent)
+
+    async def try_model(self, user: User, model: str) -> tuple[str, ErrorBody | None]:
+        """One short request to the LLM through its queue and workers, as ``user``: its answer or its error."""
+        async with self.sessions() as session:
+            llm = await admin_reads.llm_named(session, model)
+        if llm is None:
+            raise NotFound(f"No llm named '{model}'.", param="model")
+        params = GenerationParams(messages=[{"role": "user", "content": TEST_PROMPT}], max_tokens=TEST_MAX_TOKENS)
+        return await self._broker.try_model(model, params, user=user.name, user_id=user.id or 0,
+                                            max_queue=llm.max_queue, timeout_s=TEST_TIMEOUT_S)
 
     async def login_attempt(self, username: str, client: str) -> bool:
         """Count a login attempt against the user name (case-folded) and the client address, atomically, and

@@ -15,9 +15,10 @@ from starlette.responses import FileResponse, Response
 from starlette_admin import CustomView
 from starlette_admin.routing import route
 
+from modelport.admin.auth import is_administrator
 from modelport.admin.services import AdminServices
 from modelport.db import admin_reads
-from modelport.db.tables import UsageRecord, User, as_utc, utcnow
+from modelport.db.tables import UsageRecord, as_utc, utcnow
 
 CHART_JS = Path(__file__).parent / "static" / "chart.umd.min.js"
 DAYS = 30
@@ -27,10 +28,10 @@ class UsageChartsView(CustomView):
     menu_label = "Usage"
     icon = "fa fa-chart-line"
     path = "/usage"
+    route_name = "usage"
 
     def is_accessible(self, request: Request) -> bool:
-        user: User | None = getattr(request.state, "user", None)
-        return user is not None and user.is_admin
+        return is_administrator(request)
 
     @route("")
     async def index(self, request: Request) -> Response:

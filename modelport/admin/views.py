@@ -3,7 +3,6 @@ is audited and announced to the gateways, which drop their cached authorisation 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from html import escape
@@ -13,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette_admin import (
     BooleanField,
+    ComputedField,
     DateTimeField,
     EnumField,
     HasOne,
@@ -25,21 +25,18 @@ from starlette_admin.actions import ActionSelection, action
 from starlette_admin.contrib.sqla import ModelView
 from starlette_admin.exceptions import FormValidationError
 
-from modelport.db import admin_reads, directory, serving
+from modelport.admin.auth import is_administrator
+from modelport.db import admin_reads, directory, queries
 from modelport.db.directory import PASSWORDS
 from modelport.db.tables import (
-    LLM,
     ApiToken,
     AuditEntry,
-    Grant,
     Group,
     Membership,
     RateLimit,
     UsageRecord,
     User,
 )
-from modelport.protocol.errors import InvalidRequest
-from modelport.workers.backends.registry import CONFIGS, validate_config
 
 # The column a NOT NULL or UNIQUE refusal names, as SQLite and PostgreSQL word it.
 REFUSED_COLUMN = re.compile(r'(?:constraint failed: \w+\.|null value in column ")(\w+)')
@@ -51,8 +48,7 @@ class AdminView(ModelView):
     Rows are never imported from files: every change goes through a form, its checks and its audit entry."""
 
     def is_accessible(self, request: Request) -> bool:
-        user: User | None = getattr(request.state, "user", None)
-        return user is not None and user.is_admin
+        return is_administrator(request)
 
     def can_import(self, request: Request) -> bool:
         return False
@@ -171,60 +167,20 @@ class MembershipView(AdminView):
         return f"{user} in {group}"
 
 
-class GrantView(AdminView):
-    fields = [HasOne("group", key="group", required=True), HasOne("llm", key="llm", label="Model",
-                                                                        required=True)]
-
-    async def audit_target(self, request: Request, obj: Any) -> str:
-        group, llm = await related_name(request, obj, "group", Group), await related_name(request, obj, "llm", LLM)
-        return f"{group} may use {llm}"
+async def _token_models(request: Request, obj: ApiToken) -> str:
+    """The models the token's owner may use (through their groups), as the gateway decides."""
+    async with request.state.services.sessions() as session:
+        return ", ".join(sorted(await queries.permitted_models(session, obj.user_id))) or "none"
 
 
-class LLMView(NamedView):
-    fields = [StringField("name", required=True),
-              EnumField("backend", choices=tuple((name, name) for name in sorted(CONFIGS))),
-              JSONField("config"), BooleanField("enabled"), IntegerField("max_queue"),
-              JSONField("deployments", label='More deployments: {"NAME": {"backend": ..., "config": {...}}}'),
-              JSONField("fallbacks", label="Fallbacks (JSON list of LLM names, tried in order)")]
-
-    async def validate(self, request: Request, data: dict[str, Any]) -> None:
-        """Every config is checked for its backend (the LLM's own and each deployment's); fallbacks name other
-        registered LLMs."""
-        policy = request.state.services.settings.upstream_policy()
-        try:
-            data["config"] = validate_config(str(data.get("backend")), _json(data.get("config"), {}), policy)
-        except (InvalidRequest, ValueError) as exc:
-            raise FormValidationError({"config": getattr(exc, "message", str(exc))}) from None
-        try:
-            deployments = _json(data.get("deployments"), {})
-            for name, deployment in deployments.items():
-                serving.check_deployment_name(name)
-                deployment["config"] = validate_config(str(deployment["backend"]), deployment.get("config") or {},
-                                                       policy)
-            data["deployments"] = deployments
-        except (InvalidRequest, ValueError, KeyError, TypeError, AttributeError) as exc:
-            problem = getattr(exc, "message", f"not a map of deployments ({exc})")
-            raise FormValidationError({"deployments": problem}) from None
-        try:
-            data["fallbacks"] = _json(data.get("fallbacks"), [])
-            async with request.state.services.sessions() as session:
-                await serving.check_fallbacks(session, str(data.get("name")), data["fallbacks"])
-        except (InvalidRequest, ValueError) as exc:
-            raise FormValidationError({"fallbacks": getattr(exc, "message", str(exc))}) from None
-
-
-def _json(value: Any, empty: Any) -> Any:
-    """A JSON field's value: parsed from text, or as the form gave it; ``empty`` when left empty."""
-    parsed = json.loads(value) if isinstance(value, str) and value.strip() else value
-    if parsed in (None, ""):
-        return empty
-    if not isinstance(parsed, type(empty)):
-        raise ValueError(f"expected a JSON {'object' if isinstance(empty, dict) else 'list'}")
-    return parsed
+async def _limit_subject(request: Request, obj: RateLimit) -> str:
+    async with request.state.services.sessions() as session:
+        return await admin_reads.limit_subject(session, obj.scope, obj.subject_id)
 
 
 class TokenView(AdminView):
-    fields = [StringField("prefix"), HasOne("user", key="user"), StringField("name"), DateTimeField("created_at"),
+    fields = [StringField("prefix"), HasOne("user", key="user", label="Owner"), StringField("name"),
+              ComputedField("models", label="Models", getter=_token_models), DateTimeField("created_at"),
               DateTimeField("expires_at"), DateTimeField("revoked_at"), DateTimeField("last_used_at")]
     searchable_fields = ["prefix", "name"]
     actions = ["revoke"]
@@ -249,7 +205,9 @@ class TokenView(AdminView):
 
 class LimitView(AdminView):
     fields = [EnumField("scope", choices=(("token", "token"), ("user", "user"), ("group", "group"))),
-              IntegerField("subject_id"), IntegerField("requests_per_minute"), IntegerField("tokens_per_minute"),
+              IntegerField("subject_id", label="Subject id", exclude_from_list=True),
+              ComputedField("subject", label="Subject", getter=_limit_subject), IntegerField("requests_per_minute"),
+              IntegerField("tokens_per_minute"),
               IntegerField("tokens_per_day"), IntegerField("concurrent_requests")]
 
 
@@ -266,8 +224,7 @@ class AuditView(ReadOnlyView):
 
 VIEWS: list[tuple[type[AdminView], type[Any], str, str]] = [
     (UserView, User, "user", "Users"), (GroupView, Group, "group", "Groups"),
-    (MembershipView, Membership, "membership", "Memberships"), (LLMView, LLM, "llm", "Models"),
-    (GrantView, Grant, "grant", "Model grants"), (TokenView, ApiToken, "token", "API tokens"),
+    (MembershipView, Membership, "membership", "Memberships"), (TokenView, ApiToken, "token", "API tokens"),
     (LimitView, RateLimit, "limit", "Rate limits"), (UsageView, UsageRecord, "usage", "Usage records"),
     (AuditView, AuditEntry, "audit", "Audit log"),
 ]

@@ -26,8 +26,10 @@ WATCH_INTERVAL_S = 1.0
 
 
 class GatewayBroker:
-    def __init__(self, redis_url: str, lease_s: float = 15.0) -> None:
+    def __init__(self, redis_url: str, lease_s: float = 15.0, *, listed: bool = True) -> None:
+        """``listed``: status views show it among the gateways (not the admin app's, which only tests models)."""
         self.gateway_id = uuid.uuid4().hex
+        self._listed = listed
         # How status views name it: host, process id and the start of its id.
         self.process_name = f"{socket.gethostname()}-{os.getpid()}-{self.gateway_id[:8]}"
         name = f"mp-gateway-{self.gateway_id}"
@@ -90,7 +92,8 @@ class GatewayBroker:
             await asyncio.sleep(WATCH_INTERVAL_S)
             try:
                 await self.inbox.keep()
-                await self._seen(keys=[keys.GATEWAYS], args=[self.process_name])
+                if self._listed:
+                    await self._seen(keys=[keys.GATEWAYS], args=[self.process_name])
                 if time.monotonic() - renewed_at >= self._lease_s / 3:
                     renewed_at = time.monotonic()
                     await self.jobs.renew_leases()

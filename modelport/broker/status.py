@@ -100,6 +100,16 @@ async def live_status(redis: Redis, models: list[str]) -> dict[str, Any]:
     }
 
 
+def with_usage(status: dict[str, Any], llms: list[dict[str, Any]], recent: dict[str, tuple[int, int]]
+               ) -> dict[str, Any]:
+    """A live status (read for ``llms``, in their order) with each LLM's enabled flag and its last minute's
+    requests and errors (from usage rows)."""
+    for model, llm in zip(status["models"], llms, strict=True):
+        model["enabled"] = llm["enabled"]
+        model["requests_last_minute"], model["errors_last_minute"] = recent.get(model["name"], (0, 0))
+    return status
+
+
 class StatusReader:
     """One Redis connection for a status view that reads again and again (``modelport status --watch``)."""
 

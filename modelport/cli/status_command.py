@@ -9,7 +9,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from modelport.broker.status import StatusReader
+from modelport.broker.status import StatusReader, with_usage
 from modelport.cli.directory_session import add_verb, print_table, read
 from modelport.db import listing
 from modelport.db.tables import utcnow
@@ -24,11 +24,7 @@ async def system_status(settings: CommonSettings, reader: StatusReader) -> dict[
         return await listing.llms(session), await listing.requests_since(session, utcnow() - timedelta(minutes=1))
 
     llms, recent = await read(settings, from_database)
-    status = await reader.read([llm["name"] for llm in llms])
-    for model, llm in zip(status["models"], llms, strict=True):
-        model["enabled"] = llm["enabled"]
-        model["requests_last_minute"], model["errors_last_minute"] = recent.get(model["name"], (0, 0))
-    return status
+    return with_usage(await reader.read([llm["name"] for llm in llms]), llms, recent)
 
 
 def print_status(status: dict[str, Any]) -> None:

@@ -126,6 +126,9 @@ def run_up(settings: CommonSettings, port: int, admin_port: int, output: str = "
     write_credentials(credentials)
     env.setdefault("MODELPORT_ADMIN_SECRET_KEY", credentials["admin_secret_key"])
     env.setdefault("MODELPORT_PUBLIC_API_URL", f"http://127.0.0.1:{port}")
+    # The admin app's playground calls the API from the browser, from the admin's origin.
+    env.setdefault("MODELPORT_CORS_ORIGINS", json.dumps([f"http://{host}:{admin_port}"
+                                                         for host in ("127.0.0.1", "localhost")]))
     env.setdefault("MODELPORT_ADMIN_HTTPS_ONLY_COOKIES", "false")  # plain HTTP on 127.0.0.1
     # The worker gets neither the database URL nor the admin key: it needs only Redis (as its own user).
     worker_env = {key: value for key, value in env.items()

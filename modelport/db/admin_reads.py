@@ -1,15 +1,15 @@
-"""What the admin app's pages read: a user's tokens, groups and presets, recent usage, names of rows by id."""
+"""What the admin app's pages read: a user's tokens, groups, presets and usage, recent usage, names of rows by id."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import func, inspect
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from modelport.db.tables import LLM, ApiToken, Group, Membership, Preset, UsageRecord, User
+from modelport.db.tables import LLM, ApiToken, Group, LimitScope, Membership, Preset, UsageRecord, User
 
 
 async def group_permissions(session: AsyncSession, user_id: int) -> set[str]:
@@ -70,5 +70,38 @@ async def usage_since(session: AsyncSession, since: datetime) -> tuple[list[Usag
     return records, {user.id or 0: user.name for user in users}
 
 
+async def group_names(session: AsyncSession) -> list[str]:
+    return list((await session.exec(select(Group.name).order_by(col(Group.name)))).all())
+
+
+async def llm_named(session: AsyncSession, name: str) -> LLM | None:
+    return (await session.exec(select(LLM).where(LLM.name == name))).first()
+
+
+async def limit_subject(session: AsyncSession, scope: LimitScope, subject_id: int) -> str:
+    """What a limit applies to, by name: a token's prefix, a user's or a group's name."""
+    if scope is LimitScope.TOKEN:
+        token = await session.get(ApiToken, subject_id)
+        return f"token {token.prefix}…" if token is not None else f"token #{subject_id} (gone)"
+    table = User if scope is LimitScope.USER else Group
+    name = await name_of(session, table, subject_id)
+    return f"{scope.value} {name}" if name is not None else f"{scope.value} #{subject_id} (gone)"
+
+
 async def has_users(session: AsyncSession) -> bool:
     return (await session.exec(select(User.id).limit(1))).first() is not None
+
+
+async def usage_of(session: AsyncSession, user_id: int, since: datetime, recent: int = 50
+                   ) -> tuple[list[UsageRecord], list[tuple[str, int, int, int]]]:
+    """One user's latest ``recent`` requests since ``since``, newest first, and per model their requests and
+    prompt and completion tokens since then."""
+    mine = col(UsageRecord.user_id) == user_id
+    after = col(UsageRecord.created_at) >= since
+    rows = list((await session.exec(select(UsageRecord).where(mine, after)
+                                    .order_by(col(UsageRecord.id).desc()).limit(recent))).all())
+    totals = await session.exec(select(UsageRecord.model, func.count(), func.sum(UsageRecord.prompt_tokens),
+                                       func.sum(UsageRecord.completion_tokens))
+                                .where(mine, after).group_by(col(UsageRecord.model)).order_by(col(UsageRecord.model)))
+    return rows, [(model, int(count), int(prompt or 0), int(completion or 0)) for model, count, prompt, completion
+                  in totals.all()]

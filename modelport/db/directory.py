@@ -134,10 +134,10 @@ async def grant(session: AsyncSession, actor: str, group_name: str, model_name: 
 
 
 async def add_llm(session: AsyncSession, actor: str, name: str, backend: str, config: dict[str, Any], *,
-                  max_queue: int = 256) -> LLM:
+                  max_queue: int = 256, enabled: bool = True) -> LLM:
     """Register a model; ``config`` must already be validated for its backend."""
     await require_new_model_name(session, name)
-    llm = LLM(name=name, backend=backend, config=config, max_queue=max_queue)
+    llm = LLM(name=name, backend=backend, config=config, max_queue=max_queue, enabled=enabled)
     session.add(llm)
     audit(session, actor, "llm.add", name, backend=backend)
     await session.commit()

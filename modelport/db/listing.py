@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import and_, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,7 +28,7 @@ from modelport.db.tables import (
     as_utc,
     utcnow,
 )
-from modelport.protocol.errors import InvalidRequest, NotFound
+from modelport.protocol.errors import Cancelled, InvalidRequest, NotFound
 
 Record = dict[str, Any]
 
@@ -179,7 +179,9 @@ async def limits(session: AsyncSession) -> list[Record]:
 
 
 async def requests_since(session: AsyncSession, since: datetime) -> dict[str, tuple[int, int]]:
-    """Per model: the requests recorded since ``since`` and how many of them failed (status 400 or more)."""
-    rows = await session.exec(select(UsageRecord.model, func.count(), func.count().filter(
-        col(UsageRecord.status) >= 400)).where(col(UsageRecord.created_at) >= since).group_by(col(UsageRecord.model)))
+    """Per model: the requests recorded since ``since`` and how many of them failed (an error status; a client
+    that went away, 499, is not the model's failure)."""
+    failed = and_(col(UsageRecord.status) >= 400, col(UsageRecord.status) != Cancelled.status)
+    rows = await session.exec(select(UsageRecord.model, func.count(), func.count().filter(failed))
+                              .where(col(UsageRecord.created_at) >= since).group_by(col(UsageRecord.model)))
     return {model: (int(total), int(failed)) for model, total, failed in rows.all()}

@@ -12,12 +12,12 @@ from modelport.protocol.errors import InvalidRequest
 
 
 class FakeConfig(BaseModel):
-    reply: str = "Hello from the fake model. 你好，世界！"
-    echo: bool = False
-    delay_ms: float = Field(default=0.0, ge=0)
-    first_delay_ms: float = Field(default=0.0, ge=0)
-    chunks: int | None = Field(default=None, ge=1)
-    concurrency: int = Field(default=64, ge=1)
+    reply: str = Field(default="Hello from the fake model. 你好，世界！", description="The answer, sent word by word.")
+    echo: bool = Field(default=False, description="Answer with the last user message instead.")
+    delay_ms: float = Field(default=0.0, ge=0, description="Milliseconds between words.")
+    first_delay_ms: float = Field(default=0.0, ge=0, description="Milliseconds before the first word.")
+    chunks: int | None = Field(default=None, ge=1, description="Send this many words (the reply's, repeated).")
+    concurrency: int = Field(default=64, ge=1, description="Requests one worker answers at once.")
 
 
 class FakeBackend:

@@ -6,9 +6,11 @@ from pydantic import BaseModel, Field
 
 
 class GeminiConfig(BaseModel):
-    upstream_model: str
-    api_key_env: str = "GEMINI_API_KEY"
-    base_url: str | None = None
-    api_version: str | None = None
-    timeout_s: float = Field(default=600.0, gt=0)
-    concurrency: int = Field(default=256, ge=1)
+    upstream_model: str = Field(description="The Gemini model (gemini-2.0-flash, …).")
+    api_key_env: str = Field(default="GEMINI_API_KEY", description="The worker's environment variable holding the "
+                             "API key (one MODELPORT_UPSTREAM_KEY_ENVS allows).")
+    base_url: str | None = Field(default=None, description="Another endpoint than Google's (a proxy); empty: "
+                                 "Google's.")
+    api_version: str | None = Field(default=None, description="The API version (v1, v1beta); empty: the SDK's.")
+    timeout_s: float = Field(default=600.0, gt=0, description="Seconds a whole answer may take.")
+    concurrency: int = Field(default=256, ge=1, description="Requests one worker sends at once.")

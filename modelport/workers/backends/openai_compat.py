@@ -29,15 +29,18 @@ from modelport.protocol.errors import (
 log = logging.getLogger(__name__)
 
 class OpenAICompatConfig(BaseModel):
-    base_url: str
-    upstream_model: str
-    api_key_env: str | None = None
-    timeout_s: float = Field(default=600.0, gt=0)
-    connect_timeout_s: float = Field(default=10.0, gt=0)
-    concurrency: int = Field(default=256, ge=1)
+    base_url: str = Field(description="The upstream's API root, ending in /v1 (https://api.openai.com/v1, a vLLM or "
+                          "Ollama server's).")
+    upstream_model: str = Field(description="The model name the upstream knows (gpt-4o-mini, meta-llama/…).")
+    api_key_env: str | None = Field(default=None, description="The worker's environment variable holding the API "
+                                    "key (one MODELPORT_UPSTREAM_KEY_ENVS allows); empty: no key.")
+    timeout_s: float = Field(default=600.0, gt=0, description="Seconds a whole answer may take.")
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="Seconds to connect to the upstream.")
+    concurrency: int = Field(default=256, ge=1, description="Requests one worker sends the upstream at once.")
     # Request fields beyond OpenAI's that clients may pass on to this upstream (vLLM's ``top_k``, say; an
     # operator's choice); the OpenAI parameters always go, anything else a client sends is dropped.
-    extra_params: list[str] = Field(default_factory=list, max_length=64)
+    extra_params: list[str] = Field(default_factory=list, max_length=64, description="Request fields beyond "
+                                    "OpenAI's that clients may pass on (top_k, say), comma-separated.")
 
 
 class OpenAICompatBackend:
