@@ -193,3 +193,29 @@ def test_a_model_is_registered_with_its_backends_own_fields_then_tested(site: Si
     assert action.status_code == 200, action.text
     listing = client.get("/admin/llm/list").text
     assert "pong answered: pong pong" in listing and "Live workers" in listing
+
+
+def test_what_only_administrators_may_do_is_refused_to_others(site: Site) -> None:
+    client, _ = logged_in(site.admin, "pat", "pat-password")
+    csrf = {"x-csrftoken": client.cookies["starlette_admin_csrftoken"]}
+    assert client.get("/admin/register-model").status_code == 403
+    assert client.post("/admin/register-model/test", data={"model": "quick"}, headers=csrf).status_code == 403
+    assert register(client, name="sneaky", backend="fake").status_code == 403
+    assert client.get("/admin/status.json").status_code == 403
+    assert "sneaky" not in site.system.cli("llm", "list")
+    assert client.get("/admin/my-usage").status_code == 200 and client.get("/admin/playground").status_code == 200
+
+
+def test_the_registration_form_bounds_what_it_takes(site: Site) -> None:
+    client, _ = logged_in(site.admin, "root", "root-password")
+    cases: list[tuple[dict[str, str | list[str]], str]] = [
+        ({"max_queue": "100001"}, "max_queue"), ({"max_queue": "-3"}, "max_queue"),
+        ({"groups": ["no-such-group"]}, "groups"), ({"name": "bad name!"}, "name"),
+        ({"backend": "nonsense"}, "backend"), ({"fake.delay_ms": "-5"}, "fake.delay_ms")]
+    for fields, field in cases:
+        refused = register(client, **{"name": "bounded", "backend": "fake", **fields})
+        assert refused.status_code == 422 and f'data-field="{field}"' in refused.text, (fields, refused.text[-400:])
+    assert "bounded" not in site.system.cli("llm", "list")
+    csrf = {"x-csrftoken": client.cookies["starlette_admin_csrftoken"]}
+    unknown = client.post("/admin/register-model/test", data={"model": "x" * 5000}, headers=csrf).json()
+    assert unknown["ok"] is False and unknown["error"]["status"] == 404

@@ -156,3 +156,23 @@ def test_tables_are_plain_and_empty_states_say_what_to_do(system: System) -> Non
     assert table[0].split()[:3] == ["NAME", "DISPLAY_NAME", "ADMIN"]
     system.cli("user", "add", "tokenless")
     assert system.cli("token", "list", "--user", "tokenless").startswith("No tokens yet: `modelport token create")
+
+
+def test_the_csv_reader_bounds_its_input(tmp_path: Path) -> None:
+    from modelport.cli.user_import import MAX_ROWS, read_users
+    from modelport.protocol.errors import InvalidRequest
+
+    many = tmp_path / "many.csv"
+    many.write_text("name\n" + "".join(f"u{n}\n" for n in range(MAX_ROWS + 1)))
+    with pytest.raises(InvalidRequest, match="more than"):
+        read_users(str(many))
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("name,email\na,a@x,extra\n")
+    with pytest.raises(InvalidRequest, match="line 2 has more fields"):
+        read_users(str(ragged))
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"name\n\xff\xfe\n")
+    with pytest.raises(InvalidRequest, match="not UTF-8"):
+        read_users(str(binary))
+    with pytest.raises(InvalidRequest, match="cannot read"):
+        read_users(str(tmp_path / "missing.csv"))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -61,3 +65,20 @@ def test_the_table_names_what_to_do_when_nothing_runs(live: Live) -> None:
     assert header.split() == ["NAME", "ENABLED", "LIVE_WORKERS", "RUNNING", "QUEUE_DEPTH", "OLDEST_WAIT_S",
                               "REQUESTS_LAST_MINUTE", "ERRORS_LAST_MINUTE"]
     assert any(row.split()[:3] == ["status-idle", "yes", "0"] for row in rows)
+
+
+def test_watch_prints_a_fresh_view_every_second(live: Live) -> None:
+    env = {**os.environ, **live.system.env}
+    watch = subprocess.Popen([sys.executable, "-m", "modelport", "status", "--watch", "--json"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert watch.stdout is not None
+        started = time.monotonic()
+        views = [json.loads(watch.stdout.readline()) for _ in range(3)]
+        assert all({"models", "gateways"} <= set(view) for view in views)
+        assert time.monotonic() - started >= 1.5, "one view a second, not as fast as it can"
+    finally:
+        watch.terminate()
+        watch.wait(timeout=10)
+        if watch.stdout is not None:
+            watch.stdout.close()
