@@ -140,7 +140,8 @@ def test_limits_are_listed_shown_and_removed(system: System) -> None:
     system.cli("limit", "set", "group", "limited-lab", "--rpm", "7")
     shown = read_json(system, "limit", "show", "group", "limited-lab")
     assert shown == {"scope": "group", "subject": "limited-lab", "requests_per_minute": 7, "tokens_per_minute": 0,
-                     "tokens_per_day": 0, "concurrent_requests": 0}
+                     "tokens_per_day": 0, "concurrent_requests": 0, "budget_day": 0, "budget_month": 0,
+                     "budget_total": 0}
     assert shown in read_json(system, "limit", "list")
     system.cli("limit", "remove", "group", "limited-lab")
     assert shown not in read_json(system, "limit", "list")

@@ -161,11 +161,15 @@ async def limit_show(settings: CommonSettings, args: argparse.Namespace) -> None
 async def limit_set(settings: CommonSettings, args: argparse.Namespace) -> None:
     values = {field: value for field, value in (
         ("requests_per_minute", args.rpm), ("tokens_per_minute", args.tpm), ("tokens_per_day", args.tpd),
-        ("concurrent_requests", args.concurrent)) if value is not None}
+        ("concurrent_requests", args.concurrent), ("budget_day", args.budget_day),
+        ("budget_month", args.budget_month), ("budget_total", args.budget_total)) if value is not None}
     limit = await in_session(settings, lambda s: directory.set_limits(s, ACTOR, LimitScope(args.scope), args.name,
                                                                       values))
+    currency = settings.currency
     print(f"{args.scope} {args.name}: {limit.requests_per_minute} requests/min, {limit.tokens_per_minute} "
-          f"tokens/min, {limit.tokens_per_day} tokens/day, {limit.concurrent_requests} concurrent (0 = unlimited)")
+          f"tokens/min, {limit.tokens_per_day} tokens/day, {limit.concurrent_requests} concurrent; budgets "
+          f"{limit.budget_day:g} {currency}/day, {limit.budget_month:g} {currency}/month, {limit.budget_total:g} "
+          f"{currency} in all (0 = unlimited)")
 
 
 async def limit_remove(settings: CommonSettings, args: argparse.Namespace) -> None:
@@ -243,3 +247,6 @@ def add_limit_parsers(commands: Any) -> None:
     lset.add_argument("--tpm", type=int, help="tokens per minute (prompt estimate + max tokens, then settled)")
     lset.add_argument("--tpd", type=int, help="tokens per day (UTC)")
     lset.add_argument("--concurrent", type=int, help="requests in flight at once")
+    lset.add_argument("--budget-day", type=float, help="most spent per day (installation time zone, currency)")
+    lset.add_argument("--budget-month", type=float, help="most spent per calendar month")
+    lset.add_argument("--budget-total", type=float, help="most spent in all (a hard total)")

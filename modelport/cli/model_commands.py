@@ -72,6 +72,14 @@ async def llm_set(settings: CommonSettings, args: argparse.Namespace) -> None:
                                        f"; it falls back to {', '.join(fallbacks) or 'nothing'}"))
 
 
+async def llm_price(settings: CommonSettings, args: argparse.Namespace) -> None:
+    await in_session(settings, lambda s: edits.set_price(s, ACTOR, args.name, input_price=args.input,
+                                                         output_price=args.output,
+                                                         cached_input_price=args.cached_input))
+    print(f"llm {args.name} costs {args.input:g} {settings.currency} per million input tokens and "
+          f"{args.output:g} per million output tokens, from the next request on")
+
+
 async def llm_enable(settings: CommonSettings, args: argparse.Namespace) -> None:
     enabled = args.action == "enable"
     await in_session(settings, lambda s: edits.set_enabled(s, ACTOR, LLM, args.name, enabled))
@@ -173,6 +181,10 @@ def add_llm_parsers(commands: Any) -> None:
     lset.add_argument("--max-queue", type=int, help="outstanding jobs before 429")
     lset.add_argument("--fallbacks", help="LLMs tried in order when this one cannot serve a request before its "
                       "first delta (comma-separated; empty: none)")
+    price = add_verb(llm, "price", llm_price, "set an LLM's prices per million tokens (MODELPORT_CURRENCY)", "name")
+    price.add_argument("--input", type=float, required=True, help="per million prompt tokens")
+    price.add_argument("--output", type=float, required=True, help="per million completion tokens")
+    price.add_argument("--cached-input", type=float, help="per million cached prompt tokens")
     add_verb(llm, "enable", llm_enable, "serve an LLM again", "name")
     add_verb(llm, "disable", llm_enable, "stop serving an LLM (and its aliases and presets); nothing is deleted",
              "name")

@@ -35,6 +35,7 @@ from modelport.protocol import keys
 from modelport.protocol.errors import InvalidRequest, NotFound
 
 PASSWORDS = PasswordHash.recommended()
+MAX_LIMIT = 1e15
 ACCOUNT_NAME = re.compile(r"^[\w.@+-]{1,128}$")
 
 
@@ -172,15 +173,16 @@ async def revoke_token(session: AsyncSession, actor: str, prefix: str, *, exact:
 
 
 async def set_limits(session: AsyncSession, actor: str, scope: LimitScope, name: str,
-                     values: dict[str, int]) -> RateLimit:
-    """Set (or with all zeros, lift) the limits of a token (by prefix), a user or a group."""
+                     values: dict[str, float]) -> RateLimit:
+    """Set (or with all zeros, lift) the limits and budgets of a token (by prefix), a user or a group."""
     subject = await subject_id(session, scope, name)
     limit = (await session.exec(select(RateLimit).where(RateLimit.scope == scope,
                                                         RateLimit.subject_id == subject))).first()
     limit = limit or RateLimit(scope=scope, subject_id=subject)
     for field, value in values.items():
-        if value < 0:
-            raise InvalidRequest(f"Limits are zero (unlimited) or positive, not {value}.", param=field)
+        if not 0 <= value <= MAX_LIMIT:
+            raise InvalidRequest(f"Limits are zero (unlimited) or positive up to {MAX_LIMIT:g}, not {value:g}.",
+                                 param=field)
         setattr(limit, field, value)
     session.add(limit)
     audit(session, actor, "limits.set", f"{scope.value}:{name}", **values)

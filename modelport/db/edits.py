@@ -26,6 +26,8 @@ from modelport.db.tables import (
 )
 from modelport.protocol.errors import InvalidRequest, NotFound
 
+MAX_PRICE = 1_000_000.0
+
 
 async def set_user(session: AsyncSession, actor: str, name: str, *, admin: bool | None = None,
                    display_name: str | None = None, email: str | None = None, password: str | None = None) -> User:
@@ -156,6 +158,22 @@ async def set_llm(session: AsyncSession, actor: str, name: str, *, backend: str 
         llm.fallbacks = changed["fallbacks"] = fallbacks
     session.add(llm)
     audit(session, actor, "llm.set", name, **changed)
+    await session.commit()
+    return llm
+
+
+async def set_price(session: AsyncSession, actor: str, name: str, *, input_price: float, output_price: float,
+                    cached_input_price: float | None = None) -> LLM:
+    """An LLM's prices per million tokens, from the next request on (requests already made keep the cost they
+    were charged); audited with the prices they replace."""
+    llm: LLM = await one(session, LLM, name)
+    for param, price in (("input", input_price), ("output", output_price), ("cached_input", cached_input_price)):
+        if price is not None and not 0 <= price <= MAX_PRICE:
+            raise InvalidRequest(f"A price is from 0 to {MAX_PRICE:g} per million tokens.", param=param)
+    audit(session, actor, "llm.price", name, before=[llm.input_price, llm.output_price, llm.cached_input_price],
+          after=[input_price, output_price, cached_input_price])
+    llm.input_price, llm.output_price, llm.cached_input_price = input_price, output_price, cached_input_price
+    session.add(llm)
     await session.commit()
     return llm
 

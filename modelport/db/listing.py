@@ -105,7 +105,8 @@ async def llms(session: AsyncSession) -> list[Record]:
             Group, col(Group.id) == col(Grant.group_id)).order_by(col(Group.name)))).all():
         granted[llm_id].append(group_name)
     return [{"name": llm.name, "backend": llm.backend, "enabled": llm.enabled, "max_queue": llm.max_queue,
-             "config": llm.config, "fallbacks": llm.fallbacks,
+             "input_price": llm.input_price, "output_price": llm.output_price,
+             "cached_input_price": llm.cached_input_price, "config": llm.config, "fallbacks": llm.fallbacks,
              "deployments": ["default", *sorted(llm.deployments)], "aliases": aliases.get(llm.id or 0, []),
              "groups": granted.get(llm.id or 0, []), "created_at": moment(llm.created_at)}
             for llm in (await session.exec(select(LLM).order_by(col(LLM.name)))).all()]
@@ -173,7 +174,8 @@ async def limits(session: AsyncSession) -> list[Record]:
                 LimitScope.TOKEN: {token.id: token.prefix for token in (await session.exec(select(ApiToken))).all()}}
     return [{"scope": limit.scope.value, "subject": subjects[limit.scope].get(limit.subject_id),
              "requests_per_minute": limit.requests_per_minute, "tokens_per_minute": limit.tokens_per_minute,
-             "tokens_per_day": limit.tokens_per_day, "concurrent_requests": limit.concurrent_requests}
+             "tokens_per_day": limit.tokens_per_day, "concurrent_requests": limit.concurrent_requests,
+             "budget_day": limit.budget_day, "budget_month": limit.budget_month, "budget_total": limit.budget_total}
             for limit in (await session.exec(select(RateLimit).order_by(col(RateLimit.scope),
                                                                          col(RateLimit.subject_id)))).all()]
 

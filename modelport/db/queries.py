@@ -31,6 +31,7 @@ from modelport.db.tables import (
 )
 from modelport.protocol.presets import PresetSettings
 from modelport.protocol.registrations import Registration
+from modelport.protocol.spend import FREE, Price
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class ModelEntry:
     preset: PresetSettings | None = None
     fallbacks: tuple[str, ...] = ()  # the LLM's fallbacks, in order
     deployments: int = 1  # how many deployments serve the LLM's queue
+    price: Price = FREE  # the LLM's
 
 
 async def token_owner(session: AsyncSession, secret_hash: str) -> TokenOwner | None:
@@ -115,24 +117,33 @@ async def granted_llms(session: AsyncSession, user_id: int) -> set[str]:
 
 
 async def applicable_limits(session: AsyncSession, token_id: int, user_id: int) -> tuple[LimitSubject, ...]:
-    """The limits a request with this token must pass: the token's, its owner's and each of their groups'."""
+    """The limits and budgets a request with this token must pass: the token's, its owner's and each of their
+    groups', each labelled with its subject's name."""
     groups = select(Membership.group_id).where(Membership.user_id == user_id)
-    rows = await session.exec(select(RateLimit).where(or_(
+    rows = (await session.exec(select(RateLimit).where(or_(
         and_(col(RateLimit.scope) == LimitScope.TOKEN, col(RateLimit.subject_id) == token_id),
         and_(col(RateLimit.scope) == LimitScope.USER, col(RateLimit.subject_id) == user_id),
         and_(col(RateLimit.scope) == LimitScope.GROUP, col(RateLimit.subject_id).in_(groups)),
-    )).order_by(col(RateLimit.scope), col(RateLimit.subject_id)))
+    )).order_by(col(RateLimit.scope), col(RateLimit.subject_id)))).all()
+    group_ids = [row.subject_id for row in rows if row.scope is LimitScope.GROUP]
+    names = {(LimitScope.GROUP, group.id): group.name for group in (await session.exec(
+        select(Group).where(col(Group.id).in_(group_ids)))).all()}
+    user, token = await session.get(User, user_id), await session.get(ApiToken, token_id)
+    names[LimitScope.USER, user_id] = user.name if user else str(user_id)
+    names[LimitScope.TOKEN, token_id] = f"{token.prefix}…" if token else str(token_id)
     return tuple(
         LimitSubject(f"{row.scope.value}:{row.subject_id}", row.requests_per_minute, row.tokens_per_minute,
-                     row.tokens_per_day, row.concurrent_requests)
-        for row in rows.all()
+                     row.tokens_per_day, row.concurrent_requests, row.budget_day, row.budget_month, row.budget_total,
+                     label=f"{row.scope.value} {names.get((row.scope, row.subject_id), row.subject_id)}")
+        for row in rows
     )
 
 
 async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
     """Every name a request may use whose LLM is enabled, with what serves it."""
     llms = {llm.name: ModelEntry(llm.name, llm.max_queue, epoch_seconds(llm.created_at), llm.name,
-                                 fallbacks=tuple(llm.fallbacks), deployments=1 + len(llm.deployments))
+                                 fallbacks=tuple(llm.fallbacks), deployments=1 + len(llm.deployments),
+                                 price=Price(llm.input_price, llm.output_price))
             for llm in (await session.exec(select(LLM).where(col(LLM.enabled).is_(True)))).all()}
     aliases = (await session.exec(select(ModelAlias, LLM.name).join(LLM, col(LLM.id) == col(ModelAlias.llm_id))
                                   .where(col(LLM.enabled).is_(True)))).all()

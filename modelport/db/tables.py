@@ -77,6 +77,10 @@ class LLM(SQLModel, table=True):
     fallbacks: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # More deployments of it beyond ``default`` (its own backend and config): name -> {backend, config}.
     deployments: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Prices per million tokens, in the installation's currency (MODELPORT_CURRENCY); 0: free.
+    input_price: float = Field(default=0.0, ge=0)
+    output_price: float = Field(default=0.0, ge=0)
+    cached_input_price: float | None = Field(default=None, ge=0)
     created_at: datetime | None = _timestamp(now=True)
 
 
@@ -173,10 +177,16 @@ class RateLimit(SQLModel, table=True):
     tokens_per_minute: int = 0
     tokens_per_day: int = 0
     concurrent_requests: int = 0
+    # Budgets in the installation's currency: per day and per calendar month (installation time zone), and
+    # in all; 0 means none.
+    budget_day: float = 0.0
+    budget_month: float = 0.0
+    budget_total: float = 0.0
 
 
 class UsageRecord(SQLModel, table=True):
-    __table_args__ = (Index("ix_usage_model_created", "model", "created_at"),)
+    __table_args__ = (Index("ix_usage_model_created", "model", "created_at"),
+                      Index("ix_usage_user_created", "user_id", "created_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime | None = _timestamp(index=True, now=True)
@@ -190,6 +200,8 @@ class UsageRecord(SQLModel, table=True):
     completion_tokens: int = 0
     latency_ms: int = 0
     ttft_ms: int | None = None
+    cost: float = 0.0  # what the request was charged, at the prices of the time, in the installation's currency
+    group_id: int | None = None  # the group it is charged to (the user's highest-priority group), for chargeback
 
 
 class AuditEntry(SQLModel, table=True):

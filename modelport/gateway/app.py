@@ -44,7 +44,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, GatewayState]]:
         engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
-        broker = GatewayBroker(settings.redis_url, settings.gateway_lease_s)
+        broker = GatewayBroker(settings.redis_url, settings.gateway_lease_s, currency=settings.currency,
+                               on_alert=metrics.budget_alert)
         auth = Authenticator(sessions, settings.auth_cache_ttl_s)
         usage = UsageWriter(sessions, settings.usage_flush_s, settings.cancel_settle_s,
                             lambda outcome: _recorded(outcome, metrics, broker))
@@ -90,10 +91,12 @@ def create_app(settings: GatewaySettings) -> Starlette:
 
 
 def _recorded(outcome: Outcome, metrics: GatewayMetrics, broker: GatewayBroker) -> None:
-    """A request has ended: time it, and settle its rate-limit reservation to the tokens it used."""
+    """A request has ended: time it, and settle its rate-limit and budget reservations to the tokens it used
+    and what they cost."""
     metrics.observe(outcome)
     if outcome.admission is not None:
-        broker.limits.settle_soon(outcome.admission, outcome.prompt_tokens + outcome.completion_tokens)
+        broker.limits.settle_soon(outcome.admission, outcome.prompt_tokens + outcome.completion_tokens,
+                                  cost=outcome.cost)
 
 
 async def _follow_invalidations(broker: GatewayBroker, auth: Authenticator,

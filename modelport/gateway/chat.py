@@ -44,7 +44,11 @@ async def chat_completions(request: Request) -> ASGIApp:
     submission = Submission(state.broker.jobs, chat.generation_params(), principal, state.settings,
                             [entry] * entry.deployments + fallbacks)
     limits = state.broker.limits
-    admission = await limits.admit(list(principal.limits), chat.token_estimate(state.settings.completion_reserve))
+    reserve = state.settings.completion_reserve
+    most = max(entry.price.cost(chat.prompt_estimate(), chat.completion_reserve(reserve)) for entry in
+               [entry, *fallbacks])
+    admission = await limits.admit(list(principal.limits), chat.token_estimate(reserve), cost=most,
+                                   zone=state.settings.zone())
     try:
         handle = await submission.submit()
     except BaseException:  # refused, Redis failed, or the client left meanwhile: the admission is released
@@ -52,7 +56,7 @@ async def chat_completions(request: Request) -> ASGIApp:
         raise
     request.state.access["job"] = handle.job.id
     outcome = Outcome(principal=principal, job_id=handle.job.id, model=submission.served_by, stream=stream,
-                      started_at=started, admission=admission)
+                      started_at=started, admission=admission, price=submission.prices[submission.served_by])
     created = int(time.time())
 
     def render(model: str) -> StreamRenderer | CompletionBuilder:

@@ -8,13 +8,19 @@ With several gateway processes (``modelport gateway --workers N``) counters live
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from modelport.broker.limits import BudgetAlert
 from modelport.gateway.usage import Outcome
+from modelport.protocol.spend import MICROS
+
+log = logging.getLogger(__name__)
 
 
 class GatewayMetrics:
@@ -29,6 +35,8 @@ class GatewayMetrics:
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.announcements = Counter("modelport_announcements_heard", "Announced directory changes this gateway "
                                      "acted on (its authorisation cache dropped)", registry=self.registry)
+        self.budget_alerts = Counter("modelport_budget_alerts", "Budgets reaching 80 % or 100 % of their period's "
+                                     "amount", ["scope", "budget", "level"], registry=self.registry)
         self.tokens_per_second = Histogram("modelport_tokens_per_second", "Completion tokens per second of generation",
                                            ["model"], registry=self.registry,
                                            buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000))
@@ -41,6 +49,14 @@ class GatewayMetrics:
         generating = outcome.ended_at - outcome.ttft_s
         if outcome.completion_tokens > 1 and generating > 0:
             self.tokens_per_second.labels(outcome.model).observe(outcome.completion_tokens / generating)
+
+    def budget_alert(self, alert: BudgetAlert) -> None:
+        """A budget reached 80 % or 100 %: a structured warning for the logs and a count for alerting."""
+        log.warning("budget_alert %s", json.dumps({
+            "event": "budget_alert", "subject": alert.subject.name, "label": alert.subject.label,
+            "budget": alert.budget, "level": alert.level, "spent": alert.spent / MICROS,
+            "limit": alert.limit / MICROS}))
+        self.budget_alerts.labels(alert.subject.name.split(":")[0], alert.budget, str(alert.level)).inc()
 
     def exposition(self, queue_stats: Mapping[str, tuple[int, Mapping[str, int]]]) -> bytes:
         """The text exposition: this process's (or all processes') counters, plus per-model queue gauges."""

@@ -41,7 +41,8 @@ class StreamRenderer(Protocol):
 
     def delta(self, delta: Delta) -> bytes: ...
 
-    def end(self, usage: Usage | None) -> bytes: ...
+    def end(self, usage: Usage | None, extension: dict[str, Any] | None = None) -> bytes:
+        """The stream's last frames; ``extension`` goes beside the usage (``x_modelport``: what it cost)."""
 
     def fail(self, error: ErrorBody) -> bytes: ...
 
@@ -62,10 +63,11 @@ class ChunkRenderer:
     def delta(self, delta: Delta) -> bytes:
         return frame(self._head + orjson.dumps([self._choice(choice) for choice in delta.choices]) + self._tail)
 
-    def end(self, usage: Usage | None) -> bytes:
+    def end(self, usage: Usage | None, extension: dict[str, Any] | None = None) -> bytes:
         if not self._include_usage:
             return DONE
-        return frame(self._head + b'[],"usage":' + orjson.dumps(usage_dict(usage)) + b"}") + DONE
+        extra = b',"x_modelport":' + orjson.dumps(extension) if extension else b""
+        return frame(self._head + b'[],"usage":' + orjson.dumps(usage_dict(usage)) + extra + b"}") + DONE
 
     def fail(self, error: ErrorBody) -> bytes:
         return error_frame(error) + DONE
@@ -109,13 +111,14 @@ class KuwaRenderer:
                 out += self._frame(choice.index, {"content": self._held.pop(choice.index)}, choice.finish_reason)
         return bytes(out)
 
-    def end(self, usage: Usage | None) -> bytes:
+    def end(self, usage: Usage | None, extension: dict[str, Any] | None = None) -> bytes:
         out = bytearray()
         for index, character in sorted(self._held.items()):
             out += self._frame(index, {"content": character}, "stop")
         self._held.clear()
         if self._include_usage:
-            out += frame(self._dumps({**self._base, "choices": [], "usage": usage_dict(usage)}))
+            extra = {"x_modelport": extension} if extension else {}
+            out += frame(self._dumps({**self._base, "choices": [], "usage": usage_dict(usage), **extra}))
         return bytes(out + KUWA_DONE)
 
     def fail(self, error: ErrorBody) -> bytes:

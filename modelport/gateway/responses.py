@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -78,6 +79,7 @@ class JobResponse:
         served = self.submission.served_by
         self.handle = handle
         self.outcome.job_id, self.outcome.model = handle.job.id, served
+        self.outcome.price = self.submission.prices[served]
         self.renderer = self.render(served)
         self._headers["x-modelport-served-by"] = served
         access = self._scope.get("state", {}).get("access")  # the access log and its metric name it too
@@ -130,6 +132,8 @@ class JobResponse:
         if isinstance(event, Failed):
             await render_error(event.error, self._headers)(self._scope, self._receive, send)
             return
+        if not self.outcome.price.free:
+            self._headers["x-modelport-cost"] = f"{self.outcome.cost:.8f}"
         await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS + self.headers})
         await send({"type": "http.response.body", "body": builder.body(event.usage)})
 
@@ -175,12 +179,19 @@ class JobResponse:
                     body += renderer.delta(event)
                     continue
                 self.outcome.settle(event, self.handle.delivered_pieces)
-                body += renderer.end(event.usage) if isinstance(event, Done) else renderer.fail(event.error)
+                body += (renderer.end(event.usage, self._cost()) if isinstance(event, Done)
+                         else renderer.fail(event.error))
                 await send({"type": "http.response.body", "body": bytes(body)})
                 return
             if body:
                 await send({"type": "http.response.body", "body": bytes(body), "more_body": True})
             pending = [await self.handle.next(), *self.handle.ready()]
+
+
+    def _cost(self) -> dict[str, Any] | None:
+        """What the answer cost (in the installation's currency), for the stream's usage chunk; nothing for a
+        free model."""
+        return None if self.outcome.price.free else {"cost": round(self.outcome.cost, 8)}
 
 
 def _merged(events: list[Event]) -> list[Event]:

@@ -19,6 +19,7 @@ from modelport.db.queries import write_usage
 from modelport.db.tables import UsageRecord, utcnow
 from modelport.gateway.auth import Principal
 from modelport.protocol.envelope import Done, Failed
+from modelport.protocol.spend import FREE, Price
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ class Outcome:
     ttft_s: float | None = None
     ended_at: float = 0.0
     admission: Admission | None = None
+    price: Price = FREE  # the answering LLM's
+
+    @property
+    def cost(self) -> float:
+        return self.price.cost(self.prompt_tokens, self.completion_tokens)
 
     def settle(self, event: Done | Failed, delivered_pieces: int) -> None:
         """Take the worker's count of tokens; when the job ended without one (at its deadline, or its worker
@@ -74,6 +80,7 @@ class UsageWriter:
             prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
             latency_ms=round((outcome.ended_at - outcome.started_at) * 1000),
             ttft_ms=None if outcome.ttft_s is None else round((outcome.ttft_s - outcome.started_at) * 1000),
+            cost=outcome.cost, group_id=outcome.principal.group_id or None,
         ))
         self._last_used[outcome.principal.token_id] = utcnow()
         self._on_record(outcome)

@@ -103,6 +103,13 @@ class RateLimited(ModelPortError):
     default_code = "rate_limit_exceeded"
 
 
+class QuotaExceeded(RateLimited):
+    """A budget is spent (OpenAI's answer when an account's quota is)."""
+
+    type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
 class UpstreamError(ModelPortError):
     status = 502
     type = "upstream_error"

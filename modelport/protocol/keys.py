@@ -74,8 +74,8 @@ def cancelled(job_id: str) -> str:
 
 
 def limit_keys(subject: str) -> list[str]:
-    """One limited subject's request window, token window, day counter and running set (one slot)."""
-    return [f"{PREFIX}:{{lim:{subject}}}:{part}" for part in ("requests", "tokens", "day", "running")]
+    """One limited subject's request window, token window, day counter, running set and spend (one slot)."""
+    return [f"{PREFIX}:{{lim:{subject}}}:{part}" for part in ("requests", "tokens", "day", "running", "spend")]
 
 
 def in_flight(user_id: int) -> str:

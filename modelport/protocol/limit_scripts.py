@@ -4,12 +4,27 @@ from __future__ import annotations
 
 from modelport.protocol.scripts import NOW, WRITES
 
-# KEYS: one subject's request window, token window, day counter, running set (see keys.limit_keys).
+# One subject's spend (hash, money in micro-units): 'day' and 'month' as "period:amount", 'total' as
+# ":amount", and 'alert:day' / 'alert:month' / 'alert:total' as "period:level" (the last alert raised).
+SPENT = """
+local function spent(field, period)
+  local stored = redis.call('HGET', KEYS[5], field)
+  if not stored then return 0 end
+  local at, amount = string.match(stored, '^([^:]*):(-?%d+)$')
+  if at == period then return tonumber(amount) end
+  return 0
+end
+"""
+
+# KEYS: one subject's request window, token window, day counter, running set, spend (see keys.limit_keys).
 # ARGV: requests/min, tokens/min, tokens/day, concurrent (0 = unlimited), token estimate, request id,
-# lease ms. Counts are written with '%d' (Lua would write 1e+14 for large numbers, unreadable later).
-# Returns {verdict, retry ms, requests in window, tokens in window, window reset ms}; verdict
-# 'ok' means the request is counted and its tokens reserved.
-ADMIT = WRITES + NOW + """
+# lease ms, budgets per day, month and in all (micro-units, 0 = none), the request's most cost (micro-units),
+# the day and month periods, ms until each ends. Counts are written with '%d' (Lua would write 1e+14 for
+# large numbers, unreadable later). Returns {verdict, retry ms, requests in window, tokens in window, window
+# reset ms, spent, budget}; verdict 'ok' means the request is counted and its tokens and cost reserved. A
+# budget admits a request while nothing is spent, else only one that fits: the most a budget is overspent
+# by is one request's reservation.
+ADMIT = WRITES + NOW + SPENT + """
 local rpm, tpm, tpd, conc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local estimate, id, lease = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
@@ -46,6 +61,21 @@ if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then
   local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
   return {'concurrency', math.max(1000, tonumber(first[2]) - now), requests, tokens, reset(KEYS[1])}
 end
+local cost = tonumber(ARGV[11])
+local day_spent, month_spent, total_spent = spent('day', ARGV[12]), spent('month', ARGV[13]), spent('total', '')
+for _, budget in ipairs({{'budget_day', tonumber(ARGV[8]), day_spent, tonumber(ARGV[14])},
+                         {'budget_month', tonumber(ARGV[9]), month_spent, tonumber(ARGV[15])},
+                         {'budget_total', tonumber(ARGV[10]), total_spent, 0}}) do
+  local limit, used = budget[2], budget[3]
+  if limit > 0 and (used >= limit or (used > 0 and used + cost > limit)) then
+    return {budget[1], budget[4], requests, tokens, reset(KEYS[1]), used, limit}
+  end
+end
+if cost > 0 then
+  redis.call('HSET', KEYS[5], 'day', ARGV[12] .. ':' .. string.format('%d', day_spent + cost),
+             'month', ARGV[13] .. ':' .. string.format('%d', month_spent + cost),
+             'total', ':' .. string.format('%d', total_spent + cost))
+end
 redis.call('ZADD', KEYS[1], now, id)
 redis.call('PEXPIRE', KEYS[1], 61000)
 redis.call('ZADD', KEYS[2], now, id .. ':' .. ARGV[5])
@@ -56,9 +86,12 @@ redis.call('PEXPIRE', KEYS[4], lease)
 return {'ok', 0, requests + 1, tokens + estimate, reset(KEYS[1])}
 """
 
-# KEYS: as ADMIT. ARGV: request id, reserved tokens, tokens used, 1 to release (forget the request).
-# Replaces the reservation by what was used and frees the concurrency slot.
-SETTLE = WRITES + """
+# KEYS: as ADMIT. ARGV: request id, reserved tokens, tokens used, 1 to release (forget the request), reserved
+# cost, cost (micro-units), the day and month periods of the admission, budgets per day, month and in all.
+# Replaces the reservations by what was used and frees the concurrency slot; a spend whose period has
+# ended since is left alone. Returns the budgets that reached 80 % or 100 % for the first time in their
+# period, as {name, level, spent, budget, ...}.
+SETTLE = WRITES + SPENT + """
 local reserved = ARGV[1] .. ':' .. ARGV[2]
 local score = redis.call('ZSCORE', KEYS[2], reserved)
 if score then
@@ -73,7 +106,27 @@ if stored then
   redis.call('SET', KEYS[3], day .. ':' .. string.format('%d', corrected), 'KEEPTTL')
 end
 redis.call('ZREM', KEYS[4], ARGV[1])
-return 1
+local change = tonumber(ARGV[6]) - tonumber(ARGV[5])
+local crossed = {}
+for _, budget in ipairs({{'day', ARGV[7], tonumber(ARGV[9])}, {'month', ARGV[8], tonumber(ARGV[10])},
+                         {'total', '', tonumber(ARGV[11])}}) do
+  local field, period, limit = budget[1], budget[2], budget[3]
+  local stored = redis.call('HGET', KEYS[5], field)
+  if stored and string.match(stored, '^([^:]*):') == period then
+    local used = math.max(0, spent(field, period) + change)
+    redis.call('HSET', KEYS[5], field, period .. ':' .. string.format('%d', used))
+    if limit > 0 then
+      local level = 0
+      if used >= limit then level = 100 elseif used * 10 >= limit * 8 then level = 80 end
+      local alerted = spent('alert:' .. field, period)
+      if level > alerted then
+        redis.call('HSET', KEYS[5], 'alert:' .. field, period .. ':' .. level)
+        for _, value in ipairs({field, level, used, limit}) do table.insert(crossed, value) end
+      end
+    end
+  end
+end
+return crossed
 """
 
 # KEYS: jobs stream. ARGV: this worker's consumer name, then the entry ids of the jobs it runs.

@@ -124,10 +124,17 @@ class ChatCompletionRequest(WireModel):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     def token_estimate(self, default_completion: int) -> int:
-        """Tokens to reserve against token limits: about four characters a token of the prompt, plus the
-        completion limit (or ``default_completion``) for each of the ``n`` choices."""
-        prompt = sum(len(message.model_dump_json(include={"content", "tool_calls"})) for message in self.messages)
-        return prompt // 4 + 1 + (self.completion_limit or default_completion) * (self.n or 1)
+        """Tokens to reserve against token limits: the prompt's estimate and the completion's reserve."""
+        return self.prompt_estimate() + self.completion_reserve(default_completion)
+
+    def prompt_estimate(self) -> int:
+        """About four characters a token of the prompt."""
+        characters = sum(len(message.model_dump_json(include={"content", "tool_calls"})) for message in self.messages)
+        return characters // 4 + 1
+
+    def completion_reserve(self, default_completion: int) -> int:
+        """The completion limit (or ``default_completion``) for each of the ``n`` choices."""
+        return (self.completion_limit or default_completion) * (self.n or 1)
 
     def generation_params(self) -> GenerationParams:
         """What the backend generates from: the parameters the client set, minus transport fields, with a
