@@ -5,6 +5,8 @@ with screenshots in docs/."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -48,6 +50,8 @@ def site(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, lo
     system.cli("llm", "add", "quick", "--backend", "fake", "--reply", "Short and sweet.")
     for model in ("story", "quick"):
         system.cli("group", "grant", "students", model)
+        system.cli("llm", "price", model, "--input", "1000", "--output", "2000")
+    system.cli("limit", "set", "group", "students", "--budget-month", "50")
     admin_port, gateway_port = free_port(), free_port()
     gateway = system.gateway_on(gateway_port, MODELPORT_CORS_ORIGINS=json.dumps([f"http://127.0.0.1:{admin_port}"]))
     admin = system.admin_on(admin_port, MODELPORT_PUBLIC_API_URL=gateway)
@@ -136,6 +140,10 @@ def test_the_playground_in_a_real_browser(site: Site) -> None:
         assert page.locator("#usage-by-model").inner_text().count("story") == 1
         assert page.locator("#usage-recent tbody").inner_text().count("story") == 2
         assert "UTC" not in page.locator("#usage-recent tbody tr").first.inner_text(), "shown in local time"
+        [(spent,)] = query(site.system, "SELECT sum(cost) FROM usagerecord r JOIN user u ON u.id = r.user_id "
+                                        "WHERE u.name = 'pat'")
+        assert f"{float(str(spent)):.4f} USD" in page.locator("#usage-total").inner_text()
+        assert "group students" in page.locator("#my-budgets").inner_text()
         page.screenshot(path=str(DOCS / "my-usage.png"), full_page=True)
         unrevoked = "SELECT count(*) FROM apitoken WHERE name = 'playground' AND revoked_at IS NULL"
         [(before,)] = query(site.system, unrevoked)
@@ -157,6 +165,17 @@ def test_the_playground_in_a_real_browser(site: Site) -> None:
         admin.screenshot(path=str(DOCS / "admin-register-model.png"), full_page=True)
         admin.goto(f"{site.admin}/admin/llm/list")
         admin.screenshot(path=str(DOCS / "admin-models-live.png"), full_page=True)
+        admin.goto(f"{site.admin}/admin/spend")
+        [(total,)] = query(site.system, "SELECT sum(cost) FROM usagerecord")
+        assert admin.locator("#spend-total").inner_text() == f"{float(str(total)):.4f}"
+        assert "students" in admin.locator("#spend-by-group").inner_text()
+        admin.screenshot(path=str(DOCS / "admin-spend.png"), full_page=True)
+        export = admin.request.get(f"{site.admin}/admin/spend/chargeback.csv?group=students")
+        lines = list(csv.DictReader(io.StringIO(export.text())))
+        assert {line["group"] for line in lines} == {"students"} and {line["user"] for line in lines} == {"pat"}
+        [(charged,)] = query(site.system, "SELECT sum(cost) FROM usagerecord r JOIN \"group\" g ON g.id = r.group_id "
+                                          "WHERE g.name = 'students'")
+        assert sum(float(line["cost"]) for line in lines) == pytest.approx(float(str(charged)), abs=1e-5)
         browser.close()
 
 

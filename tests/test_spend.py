@@ -5,6 +5,8 @@ follow the installation's clock and time zone (injected here, never waited for).
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -169,3 +171,30 @@ def test_a_stream_dropped_midway_is_charged_what_was_produced(live: Live) -> Non
     assert row.cost == pytest.approx(row.completion_tokens * PER_WORD)
     until(lambda: spend(live, f"group:{row.group_id}", "total") == round(row.cost * MICROS),
           "the budget settled to what was produced")
+
+
+def test_users_read_their_spend_and_operators_report_it(live: Live) -> None:
+    token = priced_user(live, "reporter", chunks=4)
+    for _ in range(3):
+        assert ask(live, token, "priced-reporter").status_code == 200
+    rows = usage_by_user(live.system.database_url, ["reporter"], at_least=3)["reporter"]
+    headers = {"Authorization": f"Bearer {token}"}
+    mine = httpx.get(f"{live.base}/v1/usage", headers=headers).json()
+    assert mine["object"] == "usage" and mine["period"] == "month" and mine["currency"] == "USD"
+    assert mine["total_cost"] == pytest.approx(0.12) and mine["total_tokens"] == sum(
+        row.prompt_tokens + row.completion_tokens for row in rows) and mine["total_requests"] == 3
+    assert [entry["model"] for entry in mine["by_model"]] == ["priced-reporter"] and len(mine["by_day"]) == 1
+    assert httpx.get(f"{live.base}/v1/usage", params={"period": "day"}, headers=headers).json()["total_requests"] == 3
+    refused = httpx.get(f"{live.base}/v1/usage", params={"period": "week"}, headers=headers)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "period"
+    assert httpx.get(f"{live.base}/v1/usage").status_code == 401
+
+    group = json.loads(live.system.cli("user", "show", "reporter", "--json"))["groups"][0]
+    report = list(csv.DictReader(io.StringIO(live.system.cli("usage", "report", "--group", group, "--csv"))))
+    assert [(line["user"], line["model"], line["requests"]) for line in report] == [("reporter", "priced-reporter",
+                                                                                      "3")]
+    assert sum(float(line["cost"]) for line in report) == pytest.approx(sum(row.cost for row in rows))
+    table = live.system.cli("usage", "report")
+    assert "priced-reporter" in table and " in all" in table
+    with pytest.raises(SystemExit):
+        live.system.cli("usage", "report", "--month", "November")

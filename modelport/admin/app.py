@@ -24,6 +24,7 @@ from modelport.admin.playground import PlaygroundView
 from modelport.admin.profile import ProfileView
 from modelport.admin.services import AdminServices
 from modelport.admin.settings import AdminSettings
+from modelport.admin.spend import SpendView
 from modelport.admin.usage import UsageChartsView
 from modelport.admin.views import VIEWS
 from modelport.broker.admin import AdminBroker
@@ -57,6 +58,7 @@ def create_admin_app(settings: AdminSettings) -> Starlette:
     admin.add_view(RegisterModelView())
     admin.add_view(MyPresetsView())
     admin.add_view(UsageChartsView())
+    admin.add_view(SpendView())
     for view, model, key, label in [*VIEWS, *model_views.VIEWS]:
         admin.add_view(view(model, key=key, display_name=label, menu_label=label))
     admin.mount_to(app)

@@ -1,4 +1,5 @@
-"""Every signed-in user's own usage: this month's requests and tokens per model and their latest requests."""
+"""Every signed-in user's own usage: this month's requests, tokens and cost per model, the budgets over their
+requests with what is left, and their latest requests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from starlette_admin.routing import route
 from modelport.admin.services import AdminServices
 from modelport.db import admin_reads
 from modelport.db.tables import User, utcnow
+from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.spend import month_span, periods
 
 
 class MyUsageView(CustomView):
@@ -24,10 +27,18 @@ class MyUsageView(CustomView):
     async def index(self, request: Request) -> Response:
         services: AdminServices = request.state.services
         user: User = request.state.user
-        month = utcnow().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        zone = services.settings.zone()
+        month, _ = month_span(periods(utcnow(), zone).month, zone)
         async with services.sessions() as session:
             recent, by_model = await admin_reads.usage_of(session, user.id or 0, month)
+        try:
+            budgets = await services.budgets(user)
+        except QUEUE_ERRORS:
+            budgets = []
         context: dict[str, Any] = {"title": "My usage", "user": user, "recent": recent, "by_model": by_model,
-                                   "month": month.strftime("%B %Y"), "base": str(request.scope.get("root_path", ""))}
+                                   "budgets": budgets, "currency": services.settings.currency,
+                                   "total_cost": sum(cost for *_, cost in by_model),
+                                   "month": f"{month:%B %Y} ({zone.key})",
+                                   "base": str(request.scope.get("root_path", ""))}
         assert self.templates is not None
         return self.templates.TemplateResponse(request=request, name="my_usage.html", context=context)

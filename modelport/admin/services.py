@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -15,11 +15,12 @@ from starlette.requests import Request
 from modelport.admin.settings import AdminSettings
 from modelport.broker.admin import AdminBroker
 from modelport.broker.status import with_usage
-from modelport.db import admin_reads, directory, listing, queries
+from modelport.db import admin_reads, directory, listing, queries, spend_reads
 from modelport.db.tables import User, utcnow
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.envelope import GenerationParams
 from modelport.protocol.errors import ErrorBody, NotFound
+from modelport.protocol.spend import MICROS, periods
 
 log = logging.getLogger(__name__)
 TEST_PROMPT = "Say hello in five words."
@@ -66,6 +67,24 @@ class AdminServices:
         params = GenerationParams(messages=[{"role": "user", "content": TEST_PROMPT}], max_tokens=TEST_MAX_TOKENS)
         return await self._broker.try_model(model, params, user=user.name, user_id=user.id or 0,
                                             max_queue=llm.max_queue, timeout_s=TEST_TIMEOUT_S)
+
+    async def budgets(self, user: User) -> list[dict[str, Any]]:
+        """The budgets over a user's requests (their own and their groups'), each with what is spent and left in
+        its current period."""
+        async with self.sessions() as session:
+            found = await spend_reads.budgets_of(session, user.id or 0)
+        stored = await self._broker.spend_of([f"{limit.scope.value}:{limit.subject_id}" for _, _, limit in found])
+        current = periods(datetime.now(UTC), self.settings.zone())
+        budgets = []
+        for (scope, name, limit), spend in zip(found, stored, strict=True):
+            for period, amount, at in (("day", limit.budget_day, current.day), ("month", limit.budget_month,
+                                        current.month), ("total", limit.budget_total, "")):
+                if amount:
+                    held, _, spent = spend.get(period, ":0").partition(":")
+                    used = int(spent) / MICROS if held == at else 0.0
+                    budgets.append({"scope": scope, "name": name, "period": period, "budget": amount,
+                                    "spent": used, "left": max(0.0, amount - used)})
+        return budgets
 
     async def login_attempt(self, username: str, client: str) -> bool:
         """Count a login attempt against the user name (case-folded) and the client address, atomically, and

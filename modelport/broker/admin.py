@@ -53,6 +53,14 @@ class AdminBroker:
             else:
                 return "".join(answer), event.error if isinstance(event, Failed) else None
 
+    async def spend_of(self, subjects: list[str]) -> list[dict[str, str]]:
+        """Each limited subject's spend hash (``day``, ``month``, ``total`` as "period:micro-units")."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for subject in subjects:
+                pipe.hgetall(keys.limit_keys(subject)[4])
+            replies = await pipe.execute()
+        return [{key.decode(): value.decode() for key, value in reply.items()} for reply in replies]
+
     async def announce(self, registrations: list[Registration]) -> None:
         await announce(self._redis, registrations)
 

@@ -1,5 +1,5 @@
 """The ``modelport`` command: one entry point, a subcommand per job (db, user, group, llm, preset, token, limit,
-status, redis, gateway, worker, admin, up)."""
+status, usage, redis, gateway, worker, admin, up)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from modelport.cli.model_commands import add_llm_parsers, add_preset_parsers
 from modelport.cli.redis_acl import add_redis_parsers
 from modelport.cli.status_command import add_status_parser
 from modelport.cli.up import run_up
+from modelport.cli.usage_command import add_usage_parser
 from modelport.db.migrate import upgrade
 from modelport.gateway.settings import GatewaySettings
 from modelport.logs import configure_logging
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(run=db_upgrade)
     for add_parsers in (add_user_parsers, add_group_parsers, add_llm_parsers, add_preset_parsers, add_token_parsers,
-                        add_limit_parsers, add_status_parser):
+                        add_limit_parsers, add_status_parser, add_usage_parser):
         add_parsers(commands)
     add_redis_parsers(commands)
     gateway = commands.add_parser("gateway", help="serve the OpenAI-compatible API")

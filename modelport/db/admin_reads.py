@@ -93,15 +93,16 @@ async def has_users(session: AsyncSession) -> bool:
 
 
 async def usage_of(session: AsyncSession, user_id: int, since: datetime, recent: int = 50
-                   ) -> tuple[list[UsageRecord], list[tuple[str, int, int, int]]]:
-    """One user's latest ``recent`` requests since ``since``, newest first, and per model their requests and
-    prompt and completion tokens since then."""
+                   ) -> tuple[list[UsageRecord], list[tuple[str, int, int, int, float]]]:
+    """One user's latest ``recent`` requests since ``since``, newest first, and per model their requests,
+    prompt and completion tokens and cost since then."""
     mine = col(UsageRecord.user_id) == user_id
     after = col(UsageRecord.created_at) >= since
     rows = list((await session.exec(select(UsageRecord).where(mine, after)
                                     .order_by(col(UsageRecord.id).desc()).limit(recent))).all())
-    totals = await session.exec(select(UsageRecord.model, func.count(), func.sum(UsageRecord.prompt_tokens),
-                                       func.sum(UsageRecord.completion_tokens))
-                                .where(mine, after).group_by(col(UsageRecord.model)).order_by(col(UsageRecord.model)))
-    return rows, [(model, int(count), int(prompt or 0), int(completion or 0)) for model, count, prompt, completion
-                  in totals.all()]
+    totals = await session.exec(select(  # type: ignore[call-overload]
+        UsageRecord.model, func.count(), func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.completion_tokens),
+        func.sum(UsageRecord.cost)).where(mine, after).group_by(col(UsageRecord.model))
+        .order_by(col(UsageRecord.model)))
+    return rows, [(model, int(count), int(prompt or 0), int(completion or 0), float(cost or 0))
+                  for model, count, prompt, completion, cost in totals.all()]

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from modelport.broker.gateway import GatewayBroker
 from modelport.db import queries
 from modelport.db.engine import create_engine, session_factory
-from modelport.gateway import errors, kuwa_api, operational
+from modelport.gateway import errors, kuwa_api, operational, usage_api
 from modelport.gateway.access_log import AccessLog
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.chat import abort, chat_completions
@@ -64,7 +64,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
 
     routes = [
         Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]) for prefix in ("/v1", "/v1.0")
-    ] + [Route("/v1.0/chat/abort", abort, methods=["POST"])] + [
+    ] + [Route("/v1.0/chat/abort", abort, methods=["POST"]), Route("/v1/usage", usage_api.usage, methods=["GET"])] + [
         route
         for prefix in ("/v1", "/v1.0")
         for route in (Route(f"{prefix}/models", list_models, methods=["GET"]),

@@ -59,3 +59,18 @@ def periods(now: datetime, zone: ZoneInfo) -> Periods:
     next_month = (first + timedelta(days=32)).replace(day=1)
     return Periods(day=local.date().isoformat(), month=first.isoformat()[:7], day_ends=next_day,
                    month_ends=datetime.combine(next_month, time(), tzinfo=zone))
+
+
+def month_span(month: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """When a calendar month (``2026-11``) begins and ends in ``zone``; ValueError for anything else."""
+    first = datetime.strptime(month, "%Y-%m").date()
+    following = (first + timedelta(days=32)).replace(day=1)
+    return datetime.combine(first, time(), tzinfo=zone), datetime.combine(following, time(), tzinfo=zone)
+
+
+def current_span(period: str, now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The day or month (``period``) that ``now`` falls in, in ``zone``."""
+    current = periods(now, zone)
+    if period == "day":
+        return current.day_ends - timedelta(days=1), current.day_ends
+    return month_span(current.month, zone)
