@@ -238,3 +238,24 @@ def test_the_registration_form_bounds_what_it_takes(site: Site) -> None:
     csrf = {"x-csrftoken": client.cookies["starlette_admin_csrftoken"]}
     unknown = client.post("/admin/register-model/test", data={"model": "x" * 5000}, headers=csrf).json()
     assert unknown["ok"] is False and unknown["error"]["status"] == 404
+
+
+def test_prices_and_budgets_are_set_in_the_admin_forms_and_checked(site: Site) -> None:
+    client, _ = logged_in(site.admin, "root", "root-password")
+    csrf = client.cookies["starlette_admin_csrftoken"]
+    site.system.cli("group", "add", "budgeted")
+    [(group_id,)] = query(site.system, "SELECT id FROM \"group\" WHERE name = 'budgeted'")
+    limit = {"scope": "group", "subject_id": str(group_id), "requests_per_minute": "0", "tokens_per_minute": "0",
+             "tokens_per_day": "0", "concurrent_requests": "0", "budget_day": "-1", "csrftoken": csrf}
+    refused = client.post("/admin/limit/create", data=limit)
+    assert refused.status_code == 422 and "Zero (none) or more." in refused.text
+    made = client.post("/admin/limit/create", data={**limit, "budget_day": "3.5"})
+    assert made.status_code == 303
+    assert query(site.system, f"SELECT budget_day, budget_total FROM ratelimit WHERE subject_id = {group_id}") == [
+        (3.5, 0.0)]
+    llm = {"name": "priced-form", "backend": "fake", "config": "{}", "enabled": "on", "max_queue": "4",
+           "input_price": "-2", "csrftoken": csrf}
+    refused = client.post("/admin/llm/create", data=llm)
+    assert refused.status_code == 422 and "Zero (free) or more." in refused.text
+    assert client.post("/admin/llm/create", data={**llm, "input_price": "2.5"}).status_code == 303
+    assert query(site.system, "SELECT input_price, output_price FROM llm WHERE name = 'priced-form'") == [(2.5, 0.0)]

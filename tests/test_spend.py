@@ -143,6 +143,9 @@ def test_two_gateways_share_one_budget_and_the_books_match(live: Live) -> None:
     books = round(sum(row.cost for row in rows) * MICROS)
     until(lambda: spend(live, f"group:{group_id}", "total") == books, "the reservations settled to the usage rows")
     assert books <= (0.5 + 0.1) * MICROS
+    alerts = [line for base in bases for line in httpx.get(f"{base}/metrics", timeout=5).text.splitlines()
+              if line.startswith('modelport_budget_alerts_total{budget="total",level="100",scope="group"}')]
+    assert sum(float(line.split()[1]) for line in alerts) >= 1, "the spent budget was counted for alerting"
 
 
 def spend(live: Live, subject: str, budget: str) -> int:

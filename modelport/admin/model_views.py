@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette_admin import (
     BooleanField,
     ComputedField,
     EnumField,
-    FloatField,
     HasOne,
     IntegerField,
     JSONField,
@@ -23,20 +21,13 @@ from starlette_admin.actions import row_action
 from starlette_admin.exceptions import ActionFailed, FormValidationError
 from starlette_admin.flash import flash
 
-from modelport.admin.views import AdminView, NamedView, related_name
+from modelport.admin.views import AdminView, NamedView, OptionalFloatField, related_name
 from modelport.db import admin_reads, directory, serving, virtual_models
 from modelport.db.tables import LLM, AliasGrant, Grant, Group, ModelAlias, Preset, PresetVisibility
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import InvalidRequest
 from modelport.protocol.presets import PresetSettings
 from modelport.workers.backends.registry import CONFIGS, validate_config
-
-
-class OptionalFloatField(FloatField):
-    """starlette-admin's FloatField fails (a 500) on a form without the field; absent is empty here."""
-
-    async def parse_form_data(self, request: Request, form_data: FormData) -> float | None:
-        return None if form_data.get(self.id) in (None, "") else await super().parse_form_data(request, form_data)
 
 
 class GrantView(AdminView):
@@ -80,7 +71,12 @@ class LLMView(NamedView):
               ComputedField("live_workers", label="Live workers", getter=_live_workers),
               ComputedField("queue", label="Queue", getter=_waiting),
               JSONField("deployments", label='More deployments: {"NAME": {"backend": ..., "config": {...}}}'),
-              JSONField("fallbacks", label="Fallbacks (JSON list of LLM names, tried in order)")]
+              JSONField("fallbacks", label="Fallbacks (JSON list of LLM names, tried in order)"),
+              OptionalFloatField("input_price", label="Input price", default=0.0,
+                                 help_text="Per million prompt tokens, in MODELPORT_CURRENCY; from the next request"),
+              OptionalFloatField("output_price", label="Output price", default=0.0,
+                                 help_text="Per million completion tokens"),
+              OptionalFloatField("cached_input_price", label="Cached input price", exclude_from_list=True)]
 
     exclude_fields_from_list = ["config", "deployments"]
     row_actions = ["view", "edit", "test", "delete"]
@@ -102,6 +98,12 @@ class LLMView(NamedView):
         """Every config is checked for its backend (the LLM's own and each deployment's); fallbacks name other
         registered LLMs."""
         policy = request.state.services.settings.upstream_policy()
+        for price in ("input_price", "output_price"):
+            data[price] = data.get(price) or 0.0  # left empty: free
+        negative: dict[str | int, Any] = {name: "Zero (free) or more." for name in (
+            "input_price", "output_price", "cached_input_price") if (data.get(name) or 0) < 0}
+        if negative:
+            raise FormValidationError(negative)
         try:
             data["config"] = validate_config(str(data.get("backend")), _json(data.get("config"), {}), policy)
         except (InvalidRequest, ValueError) as exc:

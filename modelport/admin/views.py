@@ -9,12 +9,14 @@ from html import escape
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette_admin import (
     BooleanField,
     ComputedField,
     DateTimeField,
     EnumField,
+    FloatField,
     HasOne,
     IntegerField,
     JSONField,
@@ -115,6 +117,13 @@ class ReadOnlyView(AdminView):
         return False
 
 
+class OptionalFloatField(FloatField):
+    """starlette-admin's FloatField fails (a 500) on a form without the field; absent is empty here."""
+
+    async def parse_form_data(self, request: Request, form_data: FormData) -> float | None:
+        return None if form_data.get(self.id) in (None, "") else await super().parse_form_data(request, form_data)
+
+
 class NewPasswordField(PasswordField):
     """Always shown empty: a stored hash never reaches a page (and so is never posted back as a password)."""
 
@@ -207,8 +216,19 @@ class LimitView(AdminView):
     fields = [EnumField("scope", choices=(("token", "token"), ("user", "user"), ("group", "group"))),
               IntegerField("subject_id", label="Subject id", exclude_from_list=True),
               ComputedField("subject", label="Subject", getter=_limit_subject), IntegerField("requests_per_minute"),
-              IntegerField("tokens_per_minute"),
-              IntegerField("tokens_per_day"), IntegerField("concurrent_requests")]
+              IntegerField("tokens_per_minute"), IntegerField("tokens_per_day"), IntegerField("concurrent_requests"),
+              OptionalFloatField("budget_day", label="Budget per day", default=0.0),
+              OptionalFloatField("budget_month", label="Budget per month", default=0.0),
+              OptionalFloatField("budget_total", label="Budget in all", default=0.0)]
+
+    async def validate(self, request: Request, data: dict[str, Any]) -> None:
+        """Limits and budgets are zero (none) or positive; a budget left empty is none."""
+        for budget in ("budget_day", "budget_month", "budget_total"):
+            data[budget] = data.get(budget) or 0.0
+        negative: dict[str | int, Any] = {name: "Zero (none) or more." for name, value in data.items()
+                    if isinstance(value, int | float) and not isinstance(value, bool) and value < 0}
+        if negative:
+            raise FormValidationError(negative)
 
 
 class UsageView(ReadOnlyView):
