@@ -201,3 +201,22 @@ def test_users_read_their_spend_and_operators_report_it(live: Live) -> None:
     assert "priced-reporter" in table and " in all" in table
     with pytest.raises(SystemExit):
         live.system.cli("usage", "report", "--month", "November")
+
+
+def test_a_deployment_priced_apart_charges_its_own_price(live: Live) -> None:
+    system = live.system
+    system.cli("llm", "add", "tiered", "--backend", "fake", "--reply", "one two three four")
+    system.cli("llm", "deploy", "tiered", "premium", "--backend", "fake", "--reply", "one two three four")
+    system.cli("llm", "price", "tiered", "--input", "0", "--output", str(PER_WORD * 1_000_000))
+    system.cli("llm", "price", "tiered", "--deployment", "premium", "--input", "0", "--output",
+               str(3 * PER_WORD * 1_000_000))
+    assert json.loads(system.cli("llm", "show", "tiered", "--json"))["deployment_configs"]["premium"]["backend"] == (
+        "fake")
+    token = system.user_with_token("tiered", user="premium-user")
+    system.worker("tiered", deployment="premium")
+    answer = ask(live, token, "tiered")
+    assert answer.status_code == 200 and answer.headers["x-modelport-cost"] == "0.12000000", "three cents a word"
+    [row] = usage_by_user(system.database_url, ["premium-user"], at_least=1)["premium-user"]
+    assert row.cost == pytest.approx(0.12)
+    with pytest.raises(SystemExit):
+        system.cli("llm", "price", "tiered", "--deployment", "nowhere", "--input", "1", "--output", "1")

@@ -114,6 +114,8 @@ class LLMView(NamedView):
                 serving.check_deployment_name(name)
                 deployment["config"] = validate_config(str(deployment["backend"]), deployment.get("config") or {},
                                                        policy)
+                if "price" in deployment:
+                    deployment["price"] = serving.checked_price(deployment["price"])
             data["deployments"] = deployments
         except (InvalidRequest, ValueError, KeyError, TypeError, AttributeError) as exc:
             problem = getattr(exc, "message", f"not a map of deployments ({exc})")

@@ -75,8 +75,10 @@ async def llm_set(settings: CommonSettings, args: argparse.Namespace) -> None:
 async def llm_price(settings: CommonSettings, args: argparse.Namespace) -> None:
     await in_session(settings, lambda s: edits.set_price(s, ACTOR, args.name, input_price=args.input,
                                                          output_price=args.output,
-                                                         cached_input_price=args.cached_input))
-    print(f"llm {args.name} costs {args.input:g} {settings.currency} per million input tokens and "
+                                                         cached_input_price=args.cached_input,
+                                                         deployment=args.deployment))
+    which = f" (deployment {args.deployment})" if args.deployment else ""
+    print(f"llm {args.name}{which} costs {args.input:g} {settings.currency} per million input tokens and "
           f"{args.output:g} per million output tokens, from the next request on")
 
 
@@ -185,6 +187,7 @@ def add_llm_parsers(commands: Any) -> None:
     price.add_argument("--input", type=float, required=True, help="per million prompt tokens")
     price.add_argument("--output", type=float, required=True, help="per million completion tokens")
     price.add_argument("--cached-input", type=float, help="per million cached prompt tokens")
+    price.add_argument("--deployment", help="price one of its further deployments apart (they may cost more)")
     add_verb(llm, "enable", llm_enable, "serve an LLM again", "name")
     add_verb(llm, "disable", llm_enable, "stop serving an LLM (and its aliases and presets); nothing is deleted",
              "name")

@@ -25,6 +25,7 @@ from modelport.db.tables import (
     utcnow,
 )
 from modelport.protocol.errors import InvalidRequest, NotFound
+from modelport.protocol.registrations import DEFAULT_DEPLOYMENT
 
 MAX_PRICE = 1_000_000.0
 
@@ -163,16 +164,26 @@ async def set_llm(session: AsyncSession, actor: str, name: str, *, backend: str 
 
 
 async def set_price(session: AsyncSession, actor: str, name: str, *, input_price: float, output_price: float,
-                    cached_input_price: float | None = None) -> LLM:
-    """An LLM's prices per million tokens, from the next request on (requests already made keep the cost they
-    were charged); audited with the prices they replace."""
+                    cached_input_price: float | None = None, deployment: str | None = None) -> LLM:
+    """An LLM's prices per million tokens (or one of its further deployments'), from the next request on
+    (requests already made keep the cost they were charged); audited with the prices they replace."""
     llm: LLM = await one(session, LLM, name)
     for param, price in (("input", input_price), ("output", output_price), ("cached_input", cached_input_price)):
         if price is not None and not 0 <= price <= MAX_PRICE:
             raise InvalidRequest(f"A price is from 0 to {MAX_PRICE:g} per million tokens.", param=param)
-    audit(session, actor, "llm.price", name, before=[llm.input_price, llm.output_price, llm.cached_input_price],
-          after=[input_price, output_price, cached_input_price])
-    llm.input_price, llm.output_price, llm.cached_input_price = input_price, output_price, cached_input_price
+    if deployment is not None and deployment != DEFAULT_DEPLOYMENT:
+        if deployment not in llm.deployments:
+            raise NotFound(f"{name} has no deployment named '{deployment}'.", param="deployment")
+        spec = llm.deployments[deployment]
+        audit(session, actor, "llm.price", name, deployment=deployment, before=spec.get("price"),
+              after={"input": input_price, "output": output_price})
+        llm.deployments = {**llm.deployments, deployment: {**spec, "price": {"input": input_price,
+                                                                             "output": output_price}}}
+    else:
+        audit(session, actor, "llm.price", name, before=[llm.input_price, llm.output_price,
+                                                          llm.cached_input_price],
+              after=[input_price, output_price, cached_input_price])
+        llm.input_price, llm.output_price, llm.cached_input_price = input_price, output_price, cached_input_price
     session.add(llm)
     await session.commit()
     return llm

@@ -115,7 +115,8 @@ async def llms(session: AsyncSession) -> list[Record]:
 async def llm(session: AsyncSession, name: str) -> Record:
     found: LLM = await one(session, LLM, name)
     record = next(record for record in await llms(session) if record["name"] == name)
-    record["deployment_configs"] = {deployment: {"backend": spec["backend"], "config": spec["config"]}
+    record["deployment_configs"] = {deployment: {"backend": spec["backend"], "config": spec["config"],
+                                                 "price": spec.get("price")}
                                     for deployment, spec in sorted(found.deployments.items())}
     return record
 

@@ -60,7 +60,16 @@ class ModelEntry:
     preset: PresetSettings | None = None
     fallbacks: tuple[str, ...] = ()  # the LLM's fallbacks, in order
     deployments: int = 1  # how many deployments serve the LLM's queue
-    price: Price = FREE  # the LLM's
+    price: Price = FREE  # the LLM's (its deployment ``default``)
+    deployment_prices: tuple[tuple[str, Price], ...] = ()  # further deployments priced apart
+
+    def price_of(self, deployment: str | None) -> Price:
+        return next((price for name, price in self.deployment_prices if name == deployment), self.price)
+
+    def dearest(self) -> Price:
+        """The price a reservation assumes (the LLM's deployments may differ)."""
+        prices = [self.price, *(price for _, price in self.deployment_prices)]
+        return Price(max(price.input for price in prices), max(price.output for price in prices))
 
 
 async def token_owner(session: AsyncSession, secret_hash: str) -> TokenOwner | None:
@@ -143,7 +152,8 @@ async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
     """Every name a request may use whose LLM is enabled, with what serves it."""
     llms = {llm.name: ModelEntry(llm.name, llm.max_queue, epoch_seconds(llm.created_at), llm.name,
                                  fallbacks=tuple(llm.fallbacks), deployments=1 + len(llm.deployments),
-                                 price=Price(llm.input_price, llm.output_price))
+                                 price=Price(llm.input_price, llm.output_price),
+                                 deployment_prices=deployment_prices(llm))
             for llm in (await session.exec(select(LLM).where(col(LLM.enabled).is_(True)))).all()}
     aliases = (await session.exec(select(ModelAlias, LLM.name).join(LLM, col(LLM.id) == col(ModelAlias.llm_id))
                                   .where(col(LLM.enabled).is_(True)))).all()
@@ -156,6 +166,12 @@ async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
         entries[preset.name] = replace(llms[llm], name=preset.name, created=epoch_seconds(preset.created_at),
                                        preset=preset_settings(preset))
     return entries
+
+
+def deployment_prices(llm: LLM) -> tuple[tuple[str, Price], ...]:
+    """The LLM's deployments that have prices of their own (``"price": {"input": X, "output": Y}``)."""
+    return tuple((name, Price(float(spec["price"].get("input", 0)), float(spec["price"].get("output", 0))))
+                 for name, spec in sorted(llm.deployments.items()) if isinstance(spec.get("price"), dict))
 
 
 async def presets_named(session: AsyncSession, names: Sequence[str]) -> list[tuple[Preset, str]]:

@@ -39,11 +39,23 @@ async def add_deployment(session: AsyncSession, actor: str, llm_name: str, name:
     check_deployment_name(name)
     if name not in llm.deployments and len(llm.deployments) >= MAX_DEPLOYMENTS:
         raise InvalidRequest(f"An LLM has at most {MAX_DEPLOYMENTS} more deployments.", param="name")
-    llm.deployments = {**llm.deployments, name: {"backend": backend, "config": config}}
+    llm.deployments = {**llm.deployments, name: {**llm.deployments.get(name, {}), "backend": backend,
+                                                 "config": config}}
     session.add(llm)
     audit(session, actor, "llm.deploy", llm_name, deployment=name, backend=backend)
     await session.commit()
     return llm
+
+
+def checked_price(price: Any) -> dict[str, float]:
+    """A deployment's own prices: ``{"input": X, "output": Y}`` per million tokens, neither negative."""
+    if not isinstance(price, dict) or set(price) - {"input", "output"}:
+        raise InvalidRequest('A deployment\'s price is {"input": X, "output": Y} (per million tokens).',
+                             param="deployments")
+    checked = {key: float(price.get(key, 0)) for key in ("input", "output")}
+    if min(checked.values()) < 0:
+        raise InvalidRequest("A deployment's prices are zero or more.", param="deployments")
+    return checked
 
 
 def check_deployment_name(name: str) -> None:

@@ -45,8 +45,8 @@ async def chat_completions(request: Request) -> ASGIApp:
                             [entry] * entry.deployments + fallbacks)
     limits = state.broker.limits
     reserve = state.settings.completion_reserve
-    most = max(entry.price.cost(chat.prompt_estimate(), chat.completion_reserve(reserve)) for entry in
-               [entry, *fallbacks])
+    most = max(candidate.dearest().cost(chat.prompt_estimate(), chat.completion_reserve(reserve))
+               for candidate in [entry, *fallbacks])
     admission = await limits.admit(list(principal.limits), chat.token_estimate(reserve), cost=most,
                                    zone=state.settings.zone())
     try:
@@ -56,7 +56,8 @@ async def chat_completions(request: Request) -> ASGIApp:
         raise
     request.state.access["job"] = handle.job.id
     outcome = Outcome(principal=principal, job_id=handle.job.id, model=submission.served_by, stream=stream,
-                      started_at=started, admission=admission, price=submission.prices[submission.served_by])
+                      started_at=started, admission=admission)
+    outcome.charge(submission.entries[submission.served_by])
     created = int(time.time())
 
     def render(model: str) -> StreamRenderer | CompletionBuilder:

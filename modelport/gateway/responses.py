@@ -79,7 +79,7 @@ class JobResponse:
         served = self.submission.served_by
         self.handle = handle
         self.outcome.job_id, self.outcome.model = handle.job.id, served
-        self.outcome.price = self.submission.prices[served]
+        self.outcome.charge(self.submission.entries[served])
         self.renderer = self.render(served)
         self._headers["x-modelport-served-by"] = served
         access = self._scope.get("state", {}).get("access")  # the access log and its metric name it too

@@ -31,7 +31,7 @@ class Submission:
         self.named = candidates[0].llm
         self.deadline = time.monotonic() + settings.job_timeout_s
         self.served_by = candidates[0].llm
-        self.prices = {entry.llm: entry.price for entry in candidates}
+        self.entries = {entry.llm: entry for entry in candidates}
         self.tries = 0
         self._first_id: str | None = None
 

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from modelport.broker.job_handle import JobHandle
 from modelport.broker.limits import Admission
-from modelport.db.queries import write_usage
+from modelport.db.queries import ModelEntry, write_usage
 from modelport.db.tables import UsageRecord, utcnow
 from modelport.gateway.auth import Principal
 from modelport.protocol.envelope import Done, Failed
@@ -41,15 +41,22 @@ class Outcome:
     ttft_s: float | None = None
     ended_at: float = 0.0
     admission: Admission | None = None
-    price: Price = FREE  # the answering LLM's
+    price: Price = FREE  # the answering LLM's (of the deployment that ran it, once known)
+    deployment_prices: tuple[tuple[str, Price], ...] = ()
 
     @property
     def cost(self) -> float:
         return self.price.cost(self.prompt_tokens, self.completion_tokens)
 
+    def charge(self, entry: ModelEntry) -> None:
+        """Charge at the prices of the LLM that answers (each deployment's, once the job says which ran it)."""
+        self.price, self.deployment_prices = entry.price, entry.deployment_prices
+
     def settle(self, event: Done | Failed, delivered_pieces: int) -> None:
         """Take the worker's count of tokens; when the job ended without one (at its deadline, or its worker
         lost), count what the client was sent, so no delivered output goes unaccounted."""
+        self.price = next((price for name, price in self.deployment_prices if name == event.deployment),
+                          self.price)
         if event.usage is not None:
             self.prompt_tokens = event.usage.prompt_tokens
             self.completion_tokens = event.usage.completion_tokens

@@ -141,12 +141,14 @@ class Delta(BaseModel):
 class Done(BaseModel):
     t: Literal["done"] = "done"
     usage: Usage | None = None
+    deployment: str | None = None  # which of the LLM's deployments served it (its prices may differ)
 
 
 class Failed(BaseModel):
     t: Literal["failed"] = "failed"
     error: ErrorBody
     usage: Usage | None = None
+    deployment: str | None = None  # set by the worker that ran it; None when the gateway ended it
 
 
 Event = Delta | Done | Failed

@@ -19,7 +19,8 @@ from redis.typing import EncodableT, FieldT
 
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.envelope import ENVELOPE_VERSION, Delta, Event, Job, encode_event
+from modelport.protocol.envelope import ENVELOPE_VERSION, Delta, Done, Event, Failed, Job, encode_event
+from modelport.protocol.registrations import deployment_of
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Outbox:
         self._redis = redis
         self._model = model
         self._consumer = consumer
+        self._deployment = deployment_of(consumer)
         self._finish = redis.register_script(scripts.FINISH)
         self._mark_started = redis.register_script(scripts.MARK_STARTED)
         self._on_gateway_gone = on_gateway_gone
@@ -59,6 +61,9 @@ class Outbox:
         self._flushed = asyncio.Condition()
 
     def put(self, claimed: ClaimedJob, event: Event) -> None:
+        """Queue an event of the job; its end says which deployment ran it (for the gateway's prices)."""
+        if isinstance(event, Done | Failed):
+            event = event.model_copy(update={"deployment": self._deployment})
         last = claimed.pending[-1] if claimed.pending else None
         if isinstance(event, Delta) and isinstance(last, Delta):
             last.absorb(event)
