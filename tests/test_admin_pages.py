@@ -51,7 +51,7 @@ def site(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, lo
     for model in ("story", "quick"):
         system.cli("group", "grant", "students", model)
         system.cli("llm", "price", model, "--input", "1000", "--output", "2000")
-    system.cli("limit", "set", "group", "students", "--budget-month", "50")
+    system.cli("limit", "set", "group", "students", "--budget-month", "50", "--rpm", "600")
     admin_port, gateway_port = free_port(), free_port()
     gateway = system.gateway_on(gateway_port, MODELPORT_CORS_ORIGINS=json.dumps([f"http://127.0.0.1:{admin_port}"]))
     admin = system.admin_on(admin_port, MODELPORT_PUBLIC_API_URL=gateway)
@@ -144,6 +144,8 @@ def test_the_playground_in_a_real_browser(site: Site) -> None:
                                         "WHERE u.name = 'pat'")
         assert f"{float(str(spent)):.4f} USD" in page.locator("#usage-total").inner_text()
         assert "group students" in page.locator("#my-budgets").inner_text()
+        assert page.locator("#my-limits tbody tr").first.inner_text().split()[:3] == ["group", "students", "600"]
+        assert page.locator("#usage-by-day tbody tr").count() == 1
         page.screenshot(path=str(DOCS / "my-usage.png"), full_page=True)
         unrevoked = "SELECT count(*) FROM apitoken WHERE name = 'playground' AND revoked_at IS NULL"
         [(before,)] = query(site.system, unrevoked)

@@ -11,7 +11,7 @@ from starlette_admin import CustomView
 from starlette_admin.routing import route
 
 from modelport.admin.services import AdminServices
-from modelport.db import admin_reads
+from modelport.db import admin_reads, spend_reads
 from modelport.db.tables import User, utcnow
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.spend import month_span, periods
@@ -28,15 +28,17 @@ class MyUsageView(CustomView):
         services: AdminServices = request.state.services
         user: User = request.state.user
         zone = services.settings.zone()
-        month, _ = month_span(periods(utcnow(), zone).month, zone)
+        month, end = month_span(periods(utcnow(), zone).month, zone)
         async with services.sessions() as session:
             recent, by_model = await admin_reads.usage_of(session, user.id or 0, month)
+            by_day = (await spend_reads.spend(session, month, end, zone, user_id=user.id or 0)).by_day
         try:
-            budgets = await services.budgets(user)
+            rates, budgets = await services.limits(user)
         except QUEUE_ERRORS:
-            budgets = []
+            rates, budgets = [], []
         context: dict[str, Any] = {"title": "My usage", "user": user, "recent": recent, "by_model": by_model,
-                                   "budgets": budgets, "currency": services.settings.currency,
+                                   "by_day": sorted(by_day.items()), "rates": rates, "budgets": budgets,
+                                   "currency": services.settings.currency,
                                    "total_cost": sum(cost for *_, cost in by_model),
                                    "month": f"{month:%B %Y} ({zone.key})",
                                    "base": str(request.scope.get("root_path", ""))}

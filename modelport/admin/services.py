@@ -68,11 +68,16 @@ class AdminServices:
         return await self._broker.try_model(model, params, user=user.name, user_id=user.id or 0,
                                             max_queue=llm.max_queue, timeout_s=TEST_TIMEOUT_S)
 
-    async def budgets(self, user: User) -> list[dict[str, Any]]:
-        """The budgets over a user's requests (their own and their groups'), each with what is spent and left in
-        its current period."""
+    async def limits(self, user: User) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The rate limits over a user's requests (their own and their groups'), and the budgets, each with what
+        is spent and left in its current period."""
         async with self.sessions() as session:
-            found = await spend_reads.budgets_of(session, user.id or 0)
+            found = await spend_reads.limits_of(session, user.id or 0)
+        rates = [{"scope": scope, "name": name, "requests_per_minute": limit.requests_per_minute,
+                  "tokens_per_minute": limit.tokens_per_minute, "tokens_per_day": limit.tokens_per_day,
+                  "concurrent_requests": limit.concurrent_requests} for scope, name, limit in found
+                 if limit.requests_per_minute or limit.tokens_per_minute or limit.tokens_per_day
+                 or limit.concurrent_requests]
         stored = await self._broker.spend_of([f"{limit.scope.value}:{limit.subject_id}" for _, _, limit in found])
         current = periods(datetime.now(UTC), self.settings.zone())
         budgets = []
@@ -84,7 +89,7 @@ class AdminServices:
                     used = int(spent) / MICROS if held == at else 0.0
                     budgets.append({"scope": scope, "name": name, "period": period, "budget": amount,
                                     "spent": used, "left": max(0.0, amount - used)})
-        return budgets
+        return rates, budgets
 
     async def login_attempt(self, username: str, client: str) -> bool:
         """Count a login attempt against the user name (case-folded) and the client address, atomically, and

@@ -72,8 +72,8 @@ def _dialect(session: AsyncSession) -> str:
     return bind.dialect.name if bind is not None else "sqlite"
 
 
-async def budgets_of(session: AsyncSession, user_id: int) -> list[tuple[str, str, RateLimit]]:
-    """The budgets that apply to a user's requests (their own and their groups'): scope, name and the row."""
+async def limits_of(session: AsyncSession, user_id: int) -> list[tuple[str, str, RateLimit]]:
+    """The limits and budgets over a user's requests (their own and their groups'): scope, name and the row."""
     groups = {row.id: row.name for row in (await session.exec(select(Group).join(
         Membership, col(Membership.group_id) == col(Group.id)).where(Membership.user_id == user_id))).all()}
     rows = await session.exec(select(RateLimit).where(or_(
@@ -81,7 +81,7 @@ async def budgets_of(session: AsyncSession, user_id: int) -> list[tuple[str, str
         (col(RateLimit.scope) == LimitScope.GROUP) & col(RateLimit.subject_id).in_(list(groups)))))
     user = await session.get(User, user_id)
     return [(limit.scope.value, groups.get(limit.subject_id, user.name if user else "?"), limit)
-            for limit in rows.all() if limit.budget_day or limit.budget_month or limit.budget_total]
+            for limit in rows.all()]
 
 
 CHARGEBACK_COLUMNS = ("month", "group", "user", "model", "requests", "tokens", "cost", "currency")
