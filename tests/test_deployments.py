@@ -90,7 +90,9 @@ def test_a_dead_upstream_costs_no_request_and_its_deployment_stops_claiming(site
     answers = served_by(site, 60)
     assert answers == Counter(default=60), "every request succeeded, on the live deployment"
     failed = failed_jobs(site)
-    assert 1 <= failed <= 5, f"the dead deployment claimed {failed} jobs of 60 during the outage"
+    # What it had claimed when its first job failed fails too (ten requests are in flight at a time: one
+    # claim's worth at most); after that it claims nothing while it cools down.
+    assert 1 <= failed <= 10, f"the dead deployment claimed {failed} jobs of 60 during the outage"
     cooldown = re.search(r'modelport_worker_cooldown_seconds\{deployment="b",model="dep"\} ([0-9.]+)',
                          httpx.get(site.b_metrics).text)
     assert cooldown is not None and float(cooldown.group(1)) >= 1, "it is cooling down"
