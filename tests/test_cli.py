@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.live import Live
+from tests.servers import free_port
 from tests.system import System
 from tests.waiting import until
 
@@ -92,6 +93,11 @@ def test_every_failure_is_one_line_and_a_nonzero_exit(system: System, tmp_path: 
         failed = run(system, "modelport", *command, cwd=tmp_path)
         assert failed.returncode != 0, command
         assert len(failed.stderr.strip().splitlines()) == 1 and failed.stderr.startswith("modelport: "), failed.stderr
+    unreachable = {**os.environ, **system.env, "MODELPORT_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    failed = subprocess.run([sys.executable, "-m", "modelport", "status"], env=unreachable, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert failed.returncode == 1 and failed.stderr.startswith("modelport: Redis (or the network) failed")
+    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
 
 
 def ask(live: Live, token: str, model: str) -> httpx.Response:

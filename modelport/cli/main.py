@@ -23,6 +23,7 @@ from modelport.cli.usage_command import add_usage_parser
 from modelport.db.migrate import upgrade
 from modelport.gateway.settings import GatewaySettings
 from modelport.logs import configure_logging
+from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import ModelPortError
 from modelport.protocol.registrations import NotRegistered
 from modelport.settings import CommonSettings
@@ -126,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(1)
     except SQLAlchemyError as exc:
         print(f"modelport: the database refused or could not be reached: {str(exc).splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
+    except QUEUE_ERRORS as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"modelport: Redis (or the network) failed: {reason}", file=sys.stderr)
         sys.exit(1)
     except json.JSONDecodeError as exc:
         print(f"modelport: --config is not valid JSON: {exc}", file=sys.stderr)
