@@ -53,8 +53,7 @@ class ChunkRenderer:
     comments = True
 
     def __init__(self, job_id: str, model: str, created: int, include_usage: bool) -> None:
-        head = orjson.dumps({"id": job_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                             "system_fingerprint": None})
+        head = orjson.dumps({"id": job_id, "object": "chat.completion.chunk", "created": created, "model": model})
         self._head = head[:-1] + b',"choices":'
         self._tail = b',"usage":null}' if include_usage else b"}"
         self._include_usage = include_usage
@@ -170,8 +169,7 @@ class CompletionBuilder:
         choices = [self._choice(choice) for _, choice in sorted(self._choices.items())]
         if self._exit_codes:
             choices = [{**choice, "exit_code": 0} for choice in choices]
-        return orjson.dumps({**self._head, "choices": choices, "usage": usage_dict(usage),
-                             "system_fingerprint": None})
+        return orjson.dumps({**self._head, "choices": choices, "usage": usage_dict(usage)})
 
     @staticmethod
     def _choice(choice: ChoiceDelta) -> dict[str, Any]:
