@@ -220,3 +220,23 @@ def test_a_deployment_priced_apart_charges_its_own_price(live: Live) -> None:
     assert row.cost == pytest.approx(0.12)
     with pytest.raises(SystemExit):
         system.cli("llm", "price", "tiered", "--deployment", "nowhere", "--input", "1", "--output", "1")
+
+
+def test_a_budget_survives_redis_losing_the_spend(live: Live) -> None:
+    """The spend counters start from the usage rows: after Redis lost them, a spent budget is still spent."""
+    token = priced_user(live, "forgotten", budget="0.25")
+    for _ in range(2):
+        assert ask(live, token, "priced-forgotten", max_tokens=10).status_code == 200
+    [row, _] = usage_by_user(live.system.database_url, ["forgotten"], at_least=2)["forgotten"]
+
+    async def forget() -> None:
+        client = redis.asyncio.Redis.from_url(live.system.redis_url)
+        try:
+            assert await client.delete(keys.limit_keys(f"group:{row.group_id}")[4]) == 1
+        finally:
+            await client.aclose()
+
+    asyncio.run(forget())
+    refused = ask(live, token, "priced-forgotten", max_tokens=10)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+    assert spend(live, f"group:{row.group_id}", "total") == round(0.2 * MICROS), "seeded from the usage rows"

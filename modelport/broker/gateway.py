@@ -13,22 +13,25 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from modelport.broker.announcements import Announcements, invalidate, mirror
 from modelport.broker.inbox import READ_BLOCK_MS, Inbox
 from modelport.broker.jobs import JobQueue
-from modelport.broker.limits import BudgetAlert, RateLimiter
+from modelport.broker.limits import BudgetAlert, LimitSubject, RateLimiter
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS, redis_client
 from modelport.protocol.registrations import Registration
+from modelport.protocol.spend import Periods
 
 WATCH_INTERVAL_S = 1.0
 
 
 class GatewayBroker:
     def __init__(self, redis_url: str, lease_s: float = 15.0, *, listed: bool = True, currency: str = "USD",
-                 on_alert: Callable[[BudgetAlert], None] | None = None) -> None:
+                 on_alert: Callable[[BudgetAlert], None] | None = None,
+                 spent: Callable[[LimitSubject, Periods], Awaitable[tuple[float, float, float]]] | None = None
+                 ) -> None:
         """``listed``: status views show it among the gateways (not the admin app's, which only tests models);
         ``on_alert`` hears of budgets reaching 80 % and 100 %."""
         self.gateway_id = uuid.uuid4().hex
@@ -44,7 +47,7 @@ class GatewayBroker:
         self.inbox = Inbox(self._reader, self._commands, self.gateway_id, self.jobs.handles.get, self.jobs.fail_all)
         self.announcements = Announcements(self._subscriber, on_cancel=self.jobs.withdraw_if_waiting)
         self.limits = RateLimiter(self._commands, lease_ms=int(lease_s * 1000), currency=currency,
-                                  on_alert=on_alert or (lambda _alert: None))
+                                  on_alert=on_alert or (lambda _alert: None), spent=spent)
         self._seen = self._commands.register_script(scripts.GATEWAY_SEEN)
         self._readers: list[asyncio.Task[None]] = []
         self._watcher: asyncio.Task[None] | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,8 +82,12 @@ class BudgetAlert:
 
 class RateLimiter:
     def __init__(self, redis: Redis, lease_ms: int, currency: str = "USD",
-                 on_alert: Callable[[BudgetAlert], None] = lambda _alert: None) -> None:
+                 on_alert: Callable[[BudgetAlert], None] = lambda _alert: None,
+                 spent: Callable[[LimitSubject, Periods], Awaitable[tuple[float, float, float]]] | None = None) -> None:
+        """``spent`` says what a subject spent in the current day and month and in all (from the usage rows)."""
         self._admit = redis.register_script(limit_scripts.ADMIT)
+        self._seed = redis.register_script(limit_scripts.SEED)
+        self._spent = spent
         self._settle = redis.register_script(limit_scripts.SETTLE)
         self._renew = redis.register_script(scripts.RENEW_HELD)
         self._lease_ms = lease_ms
@@ -112,11 +116,15 @@ class RateLimiter:
         assert admission.periods is not None
         day_reset, month_reset = admission.periods.reset_ms(now)
         for subject in subjects:
+            args: list[str | int | float] = [
+                subject.requests_per_minute, subject.tokens_per_minute, subject.tokens_per_day,
+                subject.concurrent_requests, estimate, admission.request_id, self._lease_ms, *subject.budgets(),
+                admission.cost, admission.periods.day, admission.periods.month, day_reset, month_reset]
             try:
-                reply = await self._admit(keys=keys.limit_keys(subject.name), args=[
-                    subject.requests_per_minute, subject.tokens_per_minute, subject.tokens_per_day,
-                    subject.concurrent_requests, estimate, admission.request_id, self._lease_ms, *subject.budgets(),
-                    admission.cost, admission.periods.day, admission.periods.month, day_reset, month_reset])
+                reply = await self._admit(keys=keys.limit_keys(subject.name), args=args)
+                if reply[0] == b"unseeded":
+                    await self._seed_spend(subject, admission.periods)
+                    reply = await self._admit(keys=keys.limit_keys(subject.name), args=args)
             except QUEUE_ERRORS:
                 log.exception("could not check the limits of %s", subject.name)
                 await self.settle(admission, 0, release=True)
@@ -132,6 +140,13 @@ class RateLimiter:
         if admission.subjects:
             self._live[admission.request_id] = admission
         return admission
+
+    async def _seed_spend(self, subject: LimitSubject, current: Periods) -> None:
+        """A budgeted subject's spend as the usage rows have it, into Redis (the first time, or after Redis lost
+        it); without a source of rows, it starts from nothing."""
+        day, month, total = await self._spent(subject, current) if self._spent else (0.0, 0.0, 0.0)
+        await self._seed(keys=keys.limit_keys(subject.name), args=[
+            current.day, current.month, micros(day), micros(month), micros(total)])
 
     def _refusal(self, subject: LimitSubject, verdict: bytes, retry_ms: int, spend: list[Any], now: datetime,
                  zone: ZoneInfo, headers: dict[str, str]) -> RateLimited:

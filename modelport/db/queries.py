@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -194,6 +194,19 @@ async def registrations(session: AsyncSession) -> list[Registration]:
     llms = await session.exec(select(LLM).order_by(col(LLM.name)))
     return [Registration(name=llm.name, backend=llm.backend, config=llm.config, enabled=llm.enabled,
                          deployments=llm.deployments) for llm in llms.all()]
+
+
+async def spent_by(session: AsyncSession, subject: str, day_start: datetime, month_start: datetime
+                   ) -> tuple[float, float, float]:
+    """What a limited subject (``token:ID``, ``user:ID`` or ``group:ID``) was charged since the day's and the
+    month's start and in all, from the usage rows (indexed by subject and time)."""
+    scope, _, subject_id = subject.partition(":")
+    column = {"token": UsageRecord.token_id, "user": UsageRecord.user_id, "group": UsageRecord.group_id}[scope]
+    created, cost = col(UsageRecord.created_at), col(UsageRecord.cost)
+    day, month, total = (await session.exec(select(
+        func.sum(cost).filter(created >= day_start), func.sum(cost).filter(created >= month_start), func.sum(cost))
+        .where(col(column) == int(subject_id)))).one()
+    return float(day or 0), float(month or 0), float(total or 0)
 
 
 async def write_usage(session: AsyncSession, records: Sequence[UsageRecord],

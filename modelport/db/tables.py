@@ -186,7 +186,9 @@ class RateLimit(SQLModel, table=True):
 
 class UsageRecord(SQLModel, table=True):
     __table_args__ = (Index("ix_usage_model_created", "model", "created_at"),
-                      Index("ix_usage_user_created", "user_id", "created_at"))
+                      Index("ix_usage_user_created", "user_id", "created_at"),
+                      Index("ix_usage_group_created", "group_id", "created_at"),
+                      Index("ix_usage_token_created", "token_id", "created_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime | None = _timestamp(index=True, now=True)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -18,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from modelport.broker.gateway import GatewayBroker
+from modelport.broker.limits import LimitSubject
 from modelport.db import queries
 from modelport.db.engine import create_engine, session_factory
 from modelport.gateway import errors, kuwa_api, operational, usage_api
@@ -33,6 +35,7 @@ from modelport.gateway.usage import Outcome, UsageWriter
 from modelport.logs import configure_logging
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import ModelPortError
+from modelport.protocol.spend import Periods, month_span
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,15 @@ def create_app(settings: GatewaySettings) -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, GatewayState]]:
         engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
+        zone = settings.zone()
+
+        async def spent(subject: LimitSubject, current: Periods) -> tuple[float, float, float]:
+            async with sessions() as session:
+                return await queries.spent_by(session, subject.name, current.day_ends - timedelta(days=1),
+                                              month_span(current.month, zone)[0])
+
         broker = GatewayBroker(settings.redis_url, settings.gateway_lease_s, currency=settings.currency,
-                               on_alert=metrics.budget_alert)
+                               on_alert=metrics.budget_alert, spent=spent)
         auth = Authenticator(sessions, settings.auth_cache_ttl_s)
         usage = UsageWriter(sessions, settings.usage_flush_s, settings.cancel_settle_s,
                             lambda outcome: _recorded(outcome, metrics, broker))

@@ -62,6 +62,10 @@ if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then
   return {'concurrency', math.max(1000, tonumber(first[2]) - now), requests, tokens, reset(KEYS[1])}
 end
 local cost = tonumber(ARGV[11])
+if (tonumber(ARGV[8]) > 0 or tonumber(ARGV[9]) > 0 or tonumber(ARGV[10]) > 0)
+    and redis.call('HEXISTS', KEYS[5], 'seeded') == 0 then
+  return {'unseeded', 0, requests, tokens, 0, 0, 0}
+end
 local day_spent, month_spent, total_spent = spent('day', ARGV[12]), spent('month', ARGV[13]), spent('total', '')
 for _, budget in ipairs({{'budget_day', tonumber(ARGV[8]), day_spent, tonumber(ARGV[14])},
                          {'budget_month', tonumber(ARGV[9]), month_spent, tonumber(ARGV[15])},
@@ -84,6 +88,16 @@ redis.call('SET', KEYS[3], today .. ':' .. string.format('%d', day_used + estima
 redis.call('ZADD', KEYS[4], now + lease, id)
 redis.call('PEXPIRE', KEYS[4], lease)
 return {'ok', 0, requests + 1, tokens + estimate, reset(KEYS[1])}
+"""
+
+# KEYS: as ADMIT. ARGV: the day and month periods, what was spent in each and in all (micro-units, from the
+# usage rows). A budgeted subject's spend starts from what the database says (the first time, or after Redis
+# lost it): ADMIT refuses to count against budgets until it has; the first gateway to seed wins.
+SEED = WRITES + """
+if redis.call('HEXISTS', KEYS[5], 'seeded') == 1 then return 0 end
+redis.call('HSET', KEYS[5], 'day', ARGV[1] .. ':' .. ARGV[3], 'month', ARGV[2] .. ':' .. ARGV[4],
+           'total', ':' .. ARGV[5], 'seeded', '1')
+return 1
 """
 
 # KEYS: as ADMIT. ARGV: request id, reserved tokens, tokens used, 1 to release (forget the request), reserved

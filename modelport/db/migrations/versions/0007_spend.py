@@ -25,6 +25,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column('cost', sa.Float(), nullable=False, server_default='0'))
         batch.add_column(sa.Column('group_id', sa.Integer(), nullable=True))
         batch.create_index('ix_usage_user_created', ['user_id', 'created_at'])
+        batch.create_index('ix_usage_group_created', ['group_id', 'created_at'])
+        batch.create_index('ix_usage_token_created', ['token_id', 'created_at'])
     with op.batch_alter_table('ratelimit') as batch:
         for column in ('budget_day', 'budget_month', 'budget_total'):
             batch.add_column(sa.Column(column, sa.Float(), nullable=False, server_default='0'))
@@ -35,6 +37,8 @@ def downgrade() -> None:
         for column in ('budget_day', 'budget_month', 'budget_total'):
             batch.drop_column(column)
     with op.batch_alter_table('usagerecord') as batch:
+        batch.drop_index('ix_usage_token_created')
+        batch.drop_index('ix_usage_group_created')
         batch.drop_index('ix_usage_user_created')
         batch.drop_column('group_id')
         batch.drop_column('cost')
