@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from modelport.broker.gateway import GatewayBroker
 from modelport.broker.job_handle import JobHandle
 from modelport.protocol import keys
-from modelport.protocol.envelope import ChoiceDelta, Delta, Done, Failed, GenerationParams, Job
+from modelport.protocol.envelope import ENVELOPE_VERSION, ChoiceDelta, Delta, Done, Failed, GenerationParams, Job
 from modelport.protocol.errors import NoWorker, RateLimited
 from modelport.workers.backends.fake import FakeBackend, FakeConfig
 from modelport.workers.broker import WorkerBroker
@@ -201,6 +201,21 @@ async def test_events_of_another_envelope_version_are_refused(
     await probe.xadd(gateway.inbox.key, {"v": 99, "j": handle.job.id, "e": b"{}"})
     _, end = await collect(handle)
     assert isinstance(end, Failed) and end.error.code == "version_mismatch"
+
+
+async def test_an_unreadable_event_fails_its_job_alone(gateway: GatewayBroker, worker: WorkerBroker,
+                                                       probe: Redis) -> None:
+    model = worker.model
+    broken = await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
+    await probe.xadd(gateway.inbox.key, {"v": ENVELOPE_VERSION, "j": broken.job.id, "a": 1, "s": 1,
+                                         "e": b'{"t": "done", "deployment": "' + b"x" * 65 + b'"}'})
+    _, end = await collect(broken)
+    assert isinstance(end, Failed) and end.error.code == "bad_event" and end.error.status == 502
+    fine = await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=5, max_queue=10)
+    await probe.xadd(gateway.inbox.key, {"v": ENVELOPE_VERSION, "j": fine.job.id, "a": 1, "s": 1,
+                                         "e": b'{"t": "done", "deployment": "b"}'})
+    _, end = await collect(fine)
+    assert isinstance(end, Done), "the inbox reader lives on"
 
 
 async def test_worker_refuses_jobs_of_another_envelope_version(

@@ -10,13 +10,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from modelport.broker.job_handle import JobHandle
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.envelope import ENVELOPE_VERSION, decode_event
-from modelport.protocol.errors import NoWorker
+from modelport.protocol.errors import NoWorker, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -80,4 +81,11 @@ class Inbox:
             handle.fail(NoWorker("The worker speaks another envelope version.", code="version_mismatch").body())
             return
         if handle.accepts(int(fields.get(b"a", b"0")), int(fields.get(b"s", b"0"))):
-            handle.deliver(decode_event(fields[b"e"]))
+            try:
+                event = decode_event(fields[b"e"])
+            except ValidationError:  # that job fails; the reader goes on for every other one
+                log.error("an event of job %s could not be read", handle.job.id)
+                handle.fail(UpstreamError("The worker sent an event this gateway cannot read.",
+                                          code="bad_event").body())
+                return
+            handle.deliver(event)

@@ -141,14 +141,15 @@ class Delta(BaseModel):
 class Done(BaseModel):
     t: Literal["done"] = "done"
     usage: Usage | None = None
-    deployment: str | None = None  # which of the LLM's deployments served it (its prices may differ)
+    # which of the LLM's deployments served it (its prices may differ); names are at most 64 characters
+    deployment: str | None = Field(default=None, max_length=64)
 
 
 class Failed(BaseModel):
     t: Literal["failed"] = "failed"
     error: ErrorBody
     usage: Usage | None = None
-    deployment: str | None = None  # set by the worker that ran it; None when the gateway ended it
+    deployment: str | None = Field(default=None, max_length=64)  # None when the gateway ended it
 
 
 Event = Delta | Done | Failed
