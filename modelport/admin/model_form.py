@@ -18,12 +18,12 @@ from starlette_admin.routing import route
 from modelport.admin.auth import is_administrator
 from modelport.admin.services import AdminServices
 from modelport.db import admin_reads, directory
+from modelport.db.edits import MAX_QUEUE
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import InvalidRequest, ModelPortError, NoWorker
 from modelport.workers.backends.registry import CONFIGS, validate_config
 
 MAX_GROUPS = 64
-MAX_QUEUE = 100_000
 
 
 def _kind(info: FieldInfo) -> str:

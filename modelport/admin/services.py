@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -16,7 +16,7 @@ from modelport.admin.settings import AdminSettings
 from modelport.broker.admin import AdminBroker
 from modelport.broker.status import with_usage
 from modelport.db import admin_reads, directory, listing, queries, spend_reads
-from modelport.db.tables import User, utcnow
+from modelport.db.tables import User
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.envelope import GenerationParams
 from modelport.protocol.errors import ErrorBody, NotFound
@@ -54,8 +54,7 @@ class AdminServices:
     async def status(self) -> dict[str, Any]:
         """What ``modelport status --json`` prints: live workers, queues and gateways, last minute's usage."""
         async with self.sessions() as session:
-            llms = await listing.llms(session)
-            recent = await listing.requests_since(session, utcnow() - timedelta(minutes=1))
+            llms, recent = await listing.status_rows(session)
         return with_usage(await self._broker.live_status([llm["name"] for llm in llms]), llms, recent)
 
     async def try_model(self, user: User, model: str) -> tuple[str, ErrorBody | None]:

@@ -33,6 +33,9 @@ class ModelStatus:
     oldest_wait_s: float = 0.0
 
 
+PER_MODEL = 6  # replies per model in live_status's first pipeline
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -43,58 +46,67 @@ def _host_and_pid(worker: str) -> tuple[str, int]:
     return host, int(rest) if rest.isdigit() else 0
 
 
-async def _pending_by_worker(redis: Redis, model: str) -> dict[str, int]:
-    try:
-        summary = await redis.xpending(keys.jobs(model), keys.WORKER_GROUP)
-    except ResponseError:  # no stream or group yet: nothing was ever queued
-        return {}
-    return {_text(consumer["name"]): int(consumer["pending"]) for consumer in summary.get("consumers") or []}
+def _worker_group(groups: Any) -> dict[str, Any] | None:
+    """The workers' consumer group of a stream, from XINFO GROUPS (an error: no stream yet)."""
+    if isinstance(groups, ResponseError):
+        return None
+    return next((group for group in groups if _text(group["name"]) == keys.WORKER_GROUP), None)
 
 
-async def _undelivered(redis: Redis, model: str) -> tuple[int, float | None]:
-    """Jobs in the stream no worker has claimed, and when the oldest of them was queued (server ms)."""
-    try:
-        groups = await redis.xinfo_groups(keys.jobs(model))
-    except ResponseError:
-        return 0, None
-    group = next((group for group in groups if _text(group["name"]) == keys.WORKER_GROUP), None)
-    if group is None:
-        return 0, None
-    lag = group.get("lag")
-    first: Any = await redis.xrange(keys.jobs(model), min=f"({_text(group['last-delivered-id'])}", count=1)
-    count = int(lag) if lag is not None else len(first)
-    return count, float(_text(first[0][0]).split("-")[0]) if first else None
-
-
-async def model_status(redis: Redis, model: str, now_ms: float) -> ModelStatus:
-    status = ModelStatus(name=model)
-    live: Any = await redis.zrangebyscore(keys.workers(model), now_ms, "+inf")
-    beats = await redis.hgetall(keys.heartbeats(model))
-    running = await _pending_by_worker(redis, model)
+def _model_status(model: str, replies: list[Any], group: dict[str, Any] | None, first: Any,
+                  now_ms: float) -> ModelStatus:
+    """One model's status from its replies (see ``live_status``) and its oldest unclaimed stream entry."""
+    live, beats, pending, _groups, waiting, oldest_waiting = replies
+    # XPENDING fails when nothing was ever queued (no stream or group yet): nothing runs
+    running = {} if isinstance(pending, ResponseError) else {
+        _text(consumer["name"]): int(consumer["pending"]) for consumer in pending.get("consumers") or []}
+    status = ModelStatus(name=model, running=sum(running.values()))
     for member in sorted(_text(worker) for worker in live):
         host, pid = _host_and_pid(member)
         beat = beats.get(member.encode()) or beats.get(member)
         status.workers.append(WorkerStatus(
             id=member, host=host, pid=pid, deployment=deployment_of(member), running=running.get(member, 0),
             heartbeat_age_s=round(max(0.0, now_ms - float(beat)) / 1000, 3) if beat is not None else -1.0))
-    status.running = sum(running.values())
-    undelivered, oldest_in_stream = await _undelivered(redis, model)
-    waiting = int(await redis.get(keys.fair_queue(model)[4]) or 0)
-    status.queue_depth = undelivered + max(0, waiting)
-    oldest_waiting: Any = await redis.zrange(keys.waiting_since(model), 0, 0, withscores=True)
+    lag = group.get("lag") if group is not None else None
+    undelivered = int(lag) if lag is not None else len(first)
+    status.queue_depth = undelivered + max(0, int(waiting or 0))
+    oldest_in_stream = float(_text(first[0][0]).split("-")[0]) if first else None
     starts = [start for start in (oldest_in_stream, oldest_waiting[0][1] if oldest_waiting else None) if start]
     status.oldest_wait_s = round(max(0.0, now_ms - min(starts)) / 1000, 3) if starts else 0.0
     return status
 
 
 async def live_status(redis: Redis, models: list[str]) -> dict[str, Any]:
-    """``{"models": [...], "gateways": [...]}`` as of Redis's clock; ``requests_last_minute`` and
-    ``errors_last_minute`` are the caller's to add (they come from usage rows)."""
+    """``{"models": [...], "gateways": [...]}`` as of Redis's clock, in two pipelined round trips whatever the
+    number of models; ``requests_last_minute`` and ``errors_last_minute`` are the caller's to add (they come
+    from usage rows)."""
     seconds, micros = await redis.time()
     now_ms = seconds * 1000 + micros / 1000
-    gateways: Any = await redis.zrangebyscore(keys.GATEWAYS, now_ms - 60_000, "+inf", withscores=True)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.zrangebyscore(keys.GATEWAYS, now_ms - 60_000, "+inf", withscores=True)
+        for model in models:
+            pipe.zrangebyscore(keys.workers(model), now_ms, "+inf")
+            pipe.hgetall(keys.heartbeats(model))
+            pipe.xpending(keys.jobs(model), keys.WORKER_GROUP)
+            pipe.xinfo_groups(keys.jobs(model))
+            pipe.get(keys.fair_queue(model)[4])
+            pipe.zrange(keys.waiting_since(model), 0, 0, withscores=True)
+        gateways, *replies = await pipe.execute(raise_on_error=False)
+    for index, reply in enumerate([gateways, *replies]):
+        # XPENDING and XINFO (the 3rd and 4th of a model's) fail while its stream does not exist yet
+        if isinstance(reply, Exception) and (index == 0 or (index - 1) % PER_MODEL not in (2, 3)):
+            raise reply
+    per_model = [replies[PER_MODEL * i:PER_MODEL * (i + 1)] for i in range(len(models))]
+    groups = [_worker_group(values[3]) for values in per_model]
+    # The oldest entry no worker has claimed: the first after the group's last delivered id.
+    async with redis.pipeline(transaction=False) as pipe:
+        for model, group in zip(models, groups, strict=True):
+            if group is not None:
+                pipe.xrange(keys.jobs(model), min=f"({_text(group['last-delivered-id'])}", count=1)
+        firsts = iter(await pipe.execute())
     return {
-        "models": [asdict(await model_status(redis, model, now_ms)) for model in models],
+        "models": [asdict(_model_status(model, values, group, next(firsts) if group is not None else [], now_ms))
+                   for model, values, group in zip(models, per_model, groups, strict=True)],
         "gateways": [{"id": _text(name), "host": _host_and_pid(_text(name))[0], "pid": _host_and_pid(_text(name))[1],
                       "heartbeat_age_s": round(max(0.0, now_ms - seen) / 1000, 3)} for name, seen in gateways],
     }

@@ -15,6 +15,7 @@ from modelport.broker.announcements import announce_change
 from modelport.db import queries
 from modelport.db.engine import create_engine, session_factory
 from modelport.protocol.connection import QUEUE_ERRORS
+from modelport.protocol.registrations import Registration
 from modelport.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,10 @@ async def read(settings: CommonSettings, action: Callable[[AsyncSession], Awaita
 async def in_session(settings: CommonSettings, action: Callable[[AsyncSession], Awaitable[Any]]) -> Any:
     """Run one directory change and announce it (gateways drop their caches, workers' registrations are
     mirrored)."""
-    engine = create_engine(settings.database_url)
-    try:
-        async with session_factory(engine)() as session:
-            result = await action(session)
-            registered = await queries.registrations(session)
-    finally:
-        await engine.dispose()
+    async def change(session: AsyncSession) -> tuple[Any, list[Registration]]:
+        return await action(session), await queries.registrations(session)
+
+    result, registered = await read(settings, change)
     try:
         await announce_change(settings.redis_url, registered)
     except QUEUE_ERRORS:

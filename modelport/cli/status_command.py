@@ -6,24 +6,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from datetime import timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from modelport.broker.status import StatusReader, with_usage
-from modelport.cli.directory_session import add_verb, print_table, read
+from modelport.cli.directory_session import add_verb, print_table
 from modelport.db import listing
-from modelport.db.tables import utcnow
+from modelport.db.engine import create_engine, session_factory
 from modelport.settings import CommonSettings
 
 CLEAR_SCREEN = "\033[H\033[2J"
 
 
-async def system_status(settings: CommonSettings, reader: StatusReader) -> dict[str, Any]:
+async def system_status(sessions: async_sessionmaker[AsyncSession], reader: StatusReader) -> dict[str, Any]:
     """The live view of Redis joined with the database's list of LLMs and last minute's usage rows."""
-    async def from_database(session: Any) -> tuple[list[dict[str, Any]], dict[str, tuple[int, int]]]:
-        return await listing.llms(session), await listing.requests_since(session, utcnow() - timedelta(minutes=1))
-
-    llms, recent = await read(settings, from_database)
+    async with sessions() as session:
+        llms, recent = await listing.status_rows(session)
     return with_usage(await reader.read([llm["name"] for llm in llms]), llms, recent)
 
 
@@ -42,10 +42,13 @@ def print_status(status: dict[str, Any]) -> None:
 
 
 async def status(settings: CommonSettings, args: argparse.Namespace) -> None:
+    """One view, or (``--watch``) one a second over the same database and Redis connections."""
+    engine = create_engine(settings.database_url)
+    sessions = session_factory(engine)
     reader = StatusReader(settings.redis_url)
     try:
         while True:
-            found = await system_status(settings, reader)
+            found = await system_status(sessions, reader)
             if args.json:
                 print(json.dumps(found, indent=None if args.watch else 2), flush=True)
             else:
@@ -56,6 +59,7 @@ async def status(settings: CommonSettings, args: argparse.Namespace) -> None:
             await asyncio.sleep(1.0)
     finally:
         await reader.aclose()
+        await engine.dispose()
 
 
 def add_status_parser(commands: Any) -> None:

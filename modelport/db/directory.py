@@ -67,7 +67,7 @@ async def _require_new(session: AsyncSession, kind: type[User] | type[Group], na
     if not ACCOUNT_NAME.fullmatch(name):
         raise InvalidRequest(f"A {kind.__name__.lower()} name is 1 to 128 letters, digits and . _ @ + -.",
                              param="name")
-    if (await session.exec(select(kind).where(kind.name == name))).first() is not None:
+    if await exists(session, kind, name):
         raise InvalidRequest(f"A {kind.__name__.lower()} named '{name}' already exists.")
 
 
@@ -76,7 +76,7 @@ async def require_new_model_name(session: AsyncSession, name: str) -> None:
     if not keys.MODEL_NAME_PATTERN.match(name):
         raise InvalidRequest("Model names use letters, digits and . _ : / @ + - (at most 128).", param="name")
     for kind in (LLM, ModelAlias, Preset):
-        if (await session.exec(select(kind.id).where(kind.name == name))).first() is not None:
+        if await exists(session, kind, name):
             raise InvalidRequest(f"The model name '{name}' is taken (by an LLM, an alias or a preset).",
                                  param="name")
 

@@ -28,6 +28,7 @@ from modelport.protocol.errors import InvalidRequest, NotFound
 from modelport.protocol.registrations import DEFAULT_DEPLOYMENT
 
 MAX_PRICE = 1_000_000.0
+MAX_QUEUE = 100_000  # outstanding jobs an LLM's queue may be set to hold
 
 
 async def set_user(session: AsyncSession, actor: str, name: str, *, admin: bool | None = None,
@@ -151,8 +152,8 @@ async def set_llm(session: AsyncSession, actor: str, name: str, *, backend: str 
         llm.config = config
         changed["config"] = sorted(config)
     if max_queue is not None:
-        if not 1 <= max_queue <= 100_000:
-            raise InvalidRequest("max_queue is between 1 and 100000.", param="max_queue")
+        if not 1 <= max_queue <= MAX_QUEUE:
+            raise InvalidRequest(f"max_queue is between 1 and {MAX_QUEUE}.", param="max_queue")
         llm.max_queue = changed["max_queue"] = max_queue
     if fallbacks is not None:
         await check_fallbacks(session, name, fallbacks)

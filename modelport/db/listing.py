@@ -4,7 +4,7 @@ stable keys (the ``--json`` contract the README documents)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func
@@ -179,6 +179,12 @@ async def limits(session: AsyncSession) -> list[Record]:
              "budget_day": limit.budget_day, "budget_month": limit.budget_month, "budget_total": limit.budget_total}
             for limit in (await session.exec(select(RateLimit).order_by(col(RateLimit.scope),
                                                                          col(RateLimit.subject_id)))).all()]
+
+
+async def status_rows(session: AsyncSession) -> tuple[list[Record], dict[str, tuple[int, int]]]:
+    """What status views join to the live state in Redis: every LLM, and its requests and errors of the last
+    minute."""
+    return await llms(session), await requests_since(session, utcnow() - timedelta(minutes=1))
 
 
 async def requests_since(session: AsyncSession, since: datetime) -> dict[str, tuple[int, int]]:

@@ -135,11 +135,16 @@ async def applicable_limits(session: AsyncSession, token_id: int, user_id: int) 
         and_(col(RateLimit.scope) == LimitScope.GROUP, col(RateLimit.subject_id).in_(groups)),
     )).order_by(col(RateLimit.scope), col(RateLimit.subject_id)))).all()
     group_ids = [row.subject_id for row in rows if row.scope is LimitScope.GROUP]
-    names = {(LimitScope.GROUP, group.id): group.name for group in (await session.exec(
-        select(Group).where(col(Group.id).in_(group_ids)))).all()}
-    user, token = await session.get(User, user_id), await session.get(ApiToken, token_id)
-    names[LimitScope.USER, user_id] = user.name if user else str(user_id)
-    names[LimitScope.TOKEN, token_id] = f"{token.prefix}…" if token else str(token_id)
+    names: dict[tuple[LimitScope, int | None], str] = {
+        (LimitScope.GROUP, group.id): group.name for group in (await session.exec(
+            select(Group).where(col(Group.id).in_(group_ids)))).all()} if group_ids else {}
+    scopes = {row.scope for row in rows}
+    if LimitScope.USER in scopes:
+        user = await session.get(User, user_id)
+        names[LimitScope.USER, user_id] = user.name if user else str(user_id)
+    if LimitScope.TOKEN in scopes:
+        token = await session.get(ApiToken, token_id)
+        names[LimitScope.TOKEN, token_id] = f"{token.prefix}…" if token else str(token_id)
     return tuple(
         LimitSubject(f"{row.scope.value}:{row.subject_id}", row.requests_per_minute, row.tokens_per_minute,
                      row.tokens_per_day, row.concurrent_requests, row.budget_day, row.budget_month, row.budget_total,

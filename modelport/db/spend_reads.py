@@ -52,12 +52,16 @@ async def spend(session: AsyncSession, start: datetime, end: datetime, zone: tzi
              .group_by(hour, col(UsageRecord.model), col(UsageRecord.user_id), col(UsageRecord.group_id)))
     if user_id is not None:
         query = query.where(col(UsageRecord.user_id) == user_id)
-    groups = {row.id: row.name for row in (await session.exec(select(Group))).all()}
     if group is not None:
-        query = query.where(col(UsageRecord.group_id).in_([gid for gid, name in groups.items() if name == group]))
-    users = {row.id: row.name for row in (await session.exec(select(User))).all()}
+        query = query.where(col(UsageRecord.group_id).in_(select(Group.id).where(Group.name == group)))
+    rows = (await session.exec(query)).all()
+    # Only the names the rows need (the gateway's /v1/usage runs this: nothing here is O(users)).
+    users = {row.id: row.name for row in (await session.exec(
+        select(User).where(col(User.id).in_({row[2] for row in rows})))).all()}
+    groups = {row.id: row.name for row in (await session.exec(
+        select(Group).where(col(Group.id).in_({row[3] for row in rows if row[3] is not None})))).all()}
     found = Spend()
-    for at, model, user, charged, requests, tokens, cost in (await session.exec(query)).all():
+    for at, model, user, charged, requests, tokens, cost in rows:
         day = as_utc(datetime.strptime(at, "%Y-%m-%d %H")).astimezone(zone).date().isoformat()
         user_name, group_name = users.get(user, f"#{user}"), groups.get(charged, "(no group)")
         amounts = (int(requests), int(tokens or 0), float(cost or 0))
