@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from modelport.broker.gateway import GatewayBroker
-from tests.live import UPSTREAM_MODELS, Live
+from tests.live import EMBEDDING_MODELS, UPSTREAM_MODELS, Live
 from tests.servers import PostgresServer, Process, RedisServer, free_port, running, wait_for_port
 from tests.system import System
 
@@ -76,19 +76,22 @@ def system(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def live(system: System, upstream: str) -> Live:
-    """Models with live workers (plus ``idle``, without one); ``power`` may use them all, the other user
-    only ``fake``."""
+    """Models with live workers (plus ``idle``, without one), two of them embedding models; ``power`` may use
+    them all, the other user only ``fake``."""
     system.cli("llm", "add", "fake", "--backend", "fake")
     system.cli("llm", "add", "idle", "--backend", "fake")
     for name, upstream_model in UPSTREAM_MODELS.items():
         system.cli("llm", "add", name, "--backend", "openai_compat", "--base-url", upstream,
                    "--upstream-model", upstream_model, *(["--extra-param", "top_k"] if name == "oc-params" else []))
+    system.cli("llm", "add", "fake-embed", "--backend", "fake", "--kind", "embedding")
+    system.cli("llm", "add", "oc-embed", "--backend", "openai_compat", "--base-url", upstream, "--upstream-model",
+               "embedder", "--kind", "embedding")
     limited = system.user_with_token("fake")
     system.cli("group", "add", "everything")
-    for model in ("fake", "idle", *UPSTREAM_MODELS):
+    for model in ("fake", "idle", *UPSTREAM_MODELS, *EMBEDDING_MODELS):
         system.cli("group", "grant", "everything", model)
     system.cli("user", "add", "power")
     system.cli("user", "join", "power", "everything")
     power = system.cli("token", "create", "power").strip().splitlines()[-1]
-    system.workers("fake", *UPSTREAM_MODELS)
+    system.workers("fake", *UPSTREAM_MODELS, *EMBEDDING_MODELS)
     return Live(system, system.gateway(MODELPORT_CORS_ORIGINS='["https://app.example"]'), power, limited)

@@ -21,5 +21,7 @@ class Live:
     other_token: str
 
 
-UPSTREAM_MODELS = {"oc": "chunks-8", "oc-tools": "tools", "oc-params": "params", "oc-401": "status-401",
+UPSTREAM_MODELS = {"oc": "chunks-8", "oc-tools": "tools", "oc-params": "params", "oc-request": "request",
+                   "oc-401": "status-401",
                    "oc-429": "status-429", "oc-400": "status-400"}
+EMBEDDING_MODELS = ("fake-embed", "oc-embed")

@@ -42,3 +42,17 @@ def problems(name: str, instance: Any) -> list[str]:
     """What makes ``instance`` not a valid ``name`` (empty when it is one)."""
     return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in
             validator(name).iter_errors(instance)]
+
+
+@functools.cache
+def _event_schemas() -> dict[str, str]:
+    schemas = json.loads(SCHEMAS.read_text())["components"]["schemas"]
+    named = (ref["$ref"].rsplit("/", 1)[1] for ref in schemas["ResponseStreamEvent"]["anyOf"])
+    return {kind: name for name in named for kind in schemas[name]["properties"]["type"].get("enum", [])}
+
+
+def event_problems(event: dict[str, Any]) -> list[str]:
+    """What makes a Responses stream event not valid as the event its ``type`` names (the union's own
+    message would only say that it matches none)."""
+    name = _event_schemas().get(event.get("type", ""))
+    return [f"{event.get('type')}: no such event"] if name is None else problems(name, event)

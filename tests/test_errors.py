@@ -141,9 +141,37 @@ near_valid = st.fixed_dictionaries(
 )
 
 
+near_valid_embedding = st.fixed_dictionaries(
+    {"model": st.sampled_from(["fake-embed", "oc-embed", "fake"]) | json_values},
+    optional={"input": st.text(max_size=20) | st.lists(st.text(max_size=8) | st.integers(), max_size=4)
+              | st.lists(st.lists(st.integers(), max_size=4), max_size=3) | json_values,
+              "encoding_format": st.sampled_from(["float", "base64", "hex"]) | json_values,
+              "dimensions": json_values, "user": json_values},
+)
+near_valid_completion = st.fixed_dictionaries(
+    {"model": st.sampled_from(["fake", "oc", "fake-embed"]) | json_values},
+    optional={"prompt": st.text(max_size=20) | st.lists(st.text(max_size=8) | st.integers(), max_size=4)
+              | json_values,
+              "n": json_values, "best_of": json_values, "echo": json_values, "suffix": json_values,
+              "stream": json_values, "max_tokens": json_values, "stop": json_values, "logprobs": json_values},
+)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=near_valid | json_values | st.binary(max_size=64), path=st.sampled_from([CHAT, "/v1.0/chat/completions"]))
 def test_random_bodies_never_get_a_500(live: Live, body: Any, path: str) -> None:
+    response = post(live, body, live.token, path)
+    assert response.status_code < 500 or response.status_code == 503, response.text
+    if response.status_code >= 400:
+        assert "error" in response.json()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.tuples(st.just("/v1/embeddings"), near_valid_embedding | json_values | st.binary(max_size=64)),
+                      st.tuples(st.just("/v1/completions"), near_valid_completion | json_values
+                                | st.binary(max_size=64))))
+def test_random_embedding_and_completion_bodies_never_get_a_500(live: Live, data: tuple[str, Any]) -> None:
+    path, body = data
     response = post(live, body, live.token, path)
     assert response.status_code < 500 or response.status_code == 503, response.text
     if response.status_code >= 400:

@@ -31,6 +31,9 @@ def gemini(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, 
         system.cli("llm", "add", f"g-{model}", "--backend", "gemini", "--upstream-model", model,
                    "--base-url", f"http://127.0.0.1:{port}", "--api-key-env", "TEST_GEMINI_API_KEY")
         system.cli("group", "grant", "gemini-users", f"g-{model}")
+    system.cli("llm", "add", "g-embed", "--backend", "gemini", "--upstream-model", "text-embedding-004", "--base-url",
+               f"http://127.0.0.1:{port}", "--api-key-env", "TEST_GEMINI_API_KEY", "--kind", "embedding")
+    system.cli("group", "grant", "gemini-users", "g-embed")
     system.cli("llm", "add", "local", "--backend", "llamacpp", "--n-ctx", "512")
     system.cli("llm", "add", "compat", "--backend", "openai_compat", "--base-url", upstream, "--upstream-model",
                "chunks-3")
@@ -39,7 +42,7 @@ def gemini(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, 
     system.cli("user", "add", "gem")
     system.cli("user", "join", "gem", "gemini-users")
     token = system.cli("token", "create", "gem").strip().splitlines()[-1]
-    system.workers("local", "compat", *(f"g-{model}" for model in MODELS), TEST_GEMINI_API_KEY="gk-test")
+    system.workers("local", "compat", "g-embed", *(f"g-{model}" for model in MODELS), TEST_GEMINI_API_KEY="gk-test")
     yield openai.OpenAI(base_url=f"{system.gateway()}/v1", api_key=token, max_retries=0)
     system.stop()
     server.stop()
@@ -107,4 +110,17 @@ def test_one_gateway_serves_every_backend(gemini: openai.OpenAI) -> None:
     assert json.loads((replies["g-echo"].choices[0].message.content or "").removesuffix(" done"))["key"] == "gk-test"
     local = replies["local"]
     assert local.usage is not None and 0 < local.usage.completion_tokens <= 8
-    assert {model.id for model in gemini.models.list()} == {"local", "compat", *(f"g-{m}" for m in MODELS)}
+    assert {model.id for model in gemini.models.list()} == {"local", "compat", "g-embed", *(f"g-{m}" for m in MODELS)}
+
+
+def test_gemini_embeds_a_batch_and_counts_its_tokens(gemini: openai.OpenAI) -> None:
+    answer = gemini.embeddings.create(model="g-embed", input=["a cat", "the quick fox"], dimensions=2)
+    # the fake Gemini answers len(text) / 10 + position for each value
+    assert [[round(value, 5) for value in row.embedding] for row in answer.data] == [[0.5, 1.5], [1.3, 2.3]]
+    assert answer.usage.prompt_tokens == 5  # Gemini's countTokens, asked alongside
+    with pytest.raises(openai.BadRequestError) as refused:
+        gemini.embeddings.create(model="g-embed", input=[[1, 2]])
+    assert refused.value.param == "input"
+    with pytest.raises(openai.BadRequestError) as completion:
+        gemini.completions.create(model="g-echo", prompt="Once")
+    assert completion.value.param == "model"

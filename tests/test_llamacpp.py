@@ -1,10 +1,12 @@
 """The llama.cpp worker with the bundled Gemma 3 270M, loaded by the real llama-cpp-python, behind a live
-gateway: answers, exact usage, cancellation between tokens, context overflow, two workers on one queue."""
+gateway: answers, exact usage, cancellation between tokens, context overflow, two workers on one queue;
+legacy completions from the raw prompt; the same GGUF loaded to embed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,11 +43,13 @@ def local(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, l
     system.cli("llm", "add", "gemma", "--backend", "llamacpp", "--n-ctx", str(N_CTX), "--n-threads", "1")
     system.cli("llm", "add", "storyteller", "--backend", "llamacpp", "--config",
                json.dumps({"chat_template": STORY, "n_ctx": N_CTX}))
+    system.cli("llm", "add", "gemma-embed", "--backend", "llamacpp", "--n-ctx", str(N_CTX), "--kind", "embedding")
     token = system.user_with_token("gemma", user="local-user")
     system.cli("group", "add", "storytellers")
     system.cli("group", "grant", "storytellers", "storyteller")
+    system.cli("group", "grant", "storytellers", "gemma-embed")
     system.cli("user", "join", "local-user", "storytellers")
-    workers = system.workers("gemma", "gemma", "storyteller")
+    workers = system.workers("gemma", "gemma", "storyteller", "gemma-embed")
     yield Local(system, system.gateway(), token, workers)
     system.stop()
 
@@ -129,3 +133,44 @@ def test_two_workers_share_one_model_queue(local: Local) -> None:
           "the four jobs are logged as done")
     served = [worker.log.read_text().count("job done") for worker in local.workers[:2]]
     assert all(count >= 1 for count in served), served
+
+
+def test_a_legacy_completion_continues_the_raw_prompt_as_the_model_does(local: Local,
+                                                                        direct: tuple[Llama, list[int]]) -> None:
+    llm, _ = direct
+    expected = llm.create_completion("Once upon a time", max_tokens=12, temperature=0, stream=False)
+    assert isinstance(expected, dict)
+    answer = client(local).completions.create(model="gemma", prompt="Once upon a time", max_tokens=12, temperature=0)
+    assert answer.choices[0].text == expected["choices"][0]["text"]
+    assert answer.usage is not None and (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (
+        expected["usage"]["prompt_tokens"], expected["usage"]["completion_tokens"])
+    streamed = client(local).completions.create(model="gemma", prompt="Once upon a time", max_tokens=12,
+                                                temperature=0, echo=True, stream=True)
+    assert "".join(chunk.choices[0].text for chunk in streamed if chunk.choices) == \
+        "Once upon a time" + answer.choices[0].text
+    with pytest.raises(openai.BadRequestError) as refused:  # Gemma 3 has no fill-in-the-middle tokens
+        client(local).completions.create(model="gemma", prompt="def f(", suffix="return 1")
+    assert refused.value.param == "suffix"
+
+
+def test_the_gguf_loaded_to_embed_gives_the_models_own_pooled_vectors(local: Local) -> None:
+    texts = ["The cat sat on the mat.", "Quarterly revenue grew by four percent."]
+    answer = client(local).embeddings.create(model="gemma-embed", input=texts)
+    direct = Llama(model_path=str(resolve_model_path(BUNDLED)), n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX,
+                   embedding=True, verbose=False)
+    for row, text in zip(answer.data, texts, strict=True):
+        tokens = direct.embed(text)  # the model pools nothing: one vector per token, averaged and made unit length
+        mean = [sum(column) / len(tokens) for column in zip(*tokens, strict=True)]
+        norm = math.sqrt(math.fsum(value * value for value in mean))
+        assert len(row.embedding) == 640
+        assert max(abs(ours - value / norm) for ours, value in zip(row.embedding, mean, strict=True)) < 1e-5
+    assert answer.usage.prompt_tokens == sum(len(direct.tokenize(text.encode())) for text in texts)
+    short = client(local).embeddings.create(model="gemma-embed", input="hi", dimensions=64, encoding_format="float")
+    assert len(short.data[0].embedding) == 64
+    assert math.isclose(math.fsum(value * value for value in short.data[0].embedding), 1, rel_tol=1e-5)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(local).embeddings.create(model="gemma-embed", input="hi", dimensions=4096)
+    assert refused.value.param == "dimensions"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client(local).embeddings.create(model="gemma-embed", input=["fine", "word " * 700])
+    assert too_long.value.code == "context_length_exceeded" and too_long.value.param == "input[1]"

@@ -19,6 +19,7 @@ from modelport.admin.auth import is_administrator
 from modelport.admin.services import AdminServices
 from modelport.db import admin_reads, directory
 from modelport.db.edits import MAX_QUEUE
+from modelport.db.tables import LLM_KINDS
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import InvalidRequest, ModelPortError, NoWorker
 from modelport.workers.backends.registry import CONFIGS, validate_config
@@ -84,7 +85,7 @@ class RegisterModelView(CustomView):
         async with services.sessions() as session:
             groups = await admin_reads.group_names(session)
         context: dict[str, Any] = {
-            "title": "Register a model", "backends": BACKENDS, "form": form, "errors": errors,
+            "title": "Register a model", "backends": BACKENDS, "kinds": LLM_KINDS, "form": form, "errors": errors,
             "registered": registered, "groups": groups, "csrf": request.state.csrf_token,
             "chosen": str(form.get("backend") or "openai_compat"), "base": str(request.scope.get("root_path", ""))}
         assert self.templates is not None
@@ -107,7 +108,7 @@ class RegisterModelView(CustomView):
             try:
                 config = validate_config(backend, config_from_form(backend, form), services.settings.upstream_policy())
                 await directory.add_llm(session, actor, name, backend, config, max_queue=int(max_queue),
-                                        enabled=form.get("enabled") == "on")
+                                        enabled=form.get("enabled") == "on", kind=str(form.get("kind") or "chat"))
             except InvalidRequest as exc:
                 own = {field["name"] for field in BACKENDS.get(backend, [])}
                 return None, {f"{backend}.{exc.param}" if exc.param in own else exc.param or "name": exc.message}

@@ -23,7 +23,7 @@ from starlette_admin.flash import flash
 
 from modelport.admin.views import AdminView, NamedView, OptionalFloatField, related_name
 from modelport.db import admin_reads, directory, serving, virtual_models
-from modelport.db.tables import LLM, AliasGrant, Grant, Group, ModelAlias, Preset, PresetVisibility
+from modelport.db.tables import LLM, LLM_KINDS, AliasGrant, Grant, Group, ModelAlias, Preset, PresetVisibility
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import InvalidRequest
 from modelport.protocol.presets import PresetSettings
@@ -66,6 +66,7 @@ class LLMView(NamedView):
     of ``model_form``; the Test action sends one short request through the model's queue."""
 
     fields = [StringField("name", required=True),
+              EnumField("kind", choices=tuple((kind, kind) for kind in LLM_KINDS)),
               EnumField("backend", choices=tuple((name, name) for name in sorted(CONFIGS))),
               JSONField("config"), BooleanField("enabled", default=True), IntegerField("max_queue", default=256),
               ComputedField("live_workers", label="Live workers", getter=_live_workers),

@@ -19,6 +19,7 @@ from modelport.broker.announcements import Announcements, invalidate, mirror
 from modelport.broker.inbox import READ_BLOCK_MS, Inbox
 from modelport.broker.jobs import JobQueue
 from modelport.broker.limits import BudgetAlert, LimitSubject, RateLimiter
+from modelport.broker.response_store import ResponseStore
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS, redis_client
 from modelport.protocol.registrations import Registration
@@ -48,6 +49,7 @@ class GatewayBroker:
         self.announcements = Announcements(self._subscriber, on_cancel=self.jobs.withdraw_if_waiting)
         self.limits = RateLimiter(self._commands, lease_ms=int(lease_s * 1000), currency=currency,
                                   on_alert=on_alert or (lambda _alert: None), spent=spent)
+        self.responses = ResponseStore(self._commands)
         self._seen = self._commands.register_script(scripts.GATEWAY_SEEN)
         self._readers: list[asyncio.Task[None]] = []
         self._watcher: asyncio.Task[None] | None = None

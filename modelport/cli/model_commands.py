@@ -9,12 +9,12 @@ from typing import Any
 
 from modelport.cli.directory_session import ACTOR, add_verb, emit, in_session, read
 from modelport.db import directory, edits, listing, serving, virtual_models
-from modelport.db.tables import LLM, ModelAlias, Preset, PresetVisibility
+from modelport.db.tables import LLM, LLM_KINDS, ModelAlias, Preset, PresetVisibility
 from modelport.protocol.presets import PresetSettings
 from modelport.settings import CommonSettings
 from modelport.workers.backends.registry import validate_config
 
-LLM_COLUMNS = ("name", "backend", "enabled", "deployments", "fallbacks", "aliases", "groups")
+LLM_COLUMNS = ("name", "kind", "backend", "enabled", "deployments", "fallbacks", "aliases", "groups")
 PRESET_COLUMNS = ("name", "llm", "visibility", "group", "owner", "enabled")
 
 
@@ -52,8 +52,8 @@ async def llm_add(settings: CommonSettings, args: argparse.Namespace) -> None:
         return
     config = llm_config(settings, args)
     await in_session(settings, lambda s: directory.add_llm(s, ACTOR, args.name, args.backend, config,
-                                                           max_queue=args.max_queue))
-    print(f"llm {args.name} registered ({args.backend})")
+                                                           max_queue=args.max_queue, kind=args.kind))
+    print(f"llm {args.name} registered ({args.backend}, {args.kind})")
 
 
 async def llm_set(settings: CommonSettings, args: argparse.Namespace) -> None:
@@ -67,7 +67,8 @@ async def llm_set(settings: CommonSettings, args: argparse.Namespace) -> None:
     fallbacks = (None if args.fallbacks is None else
                  [name.strip() for name in args.fallbacks.split(",") if name.strip()])
     await in_session(settings, lambda s: edits.set_llm(s, ACTOR, args.name, backend=backend, config=config,
-                                                       max_queue=args.max_queue, fallbacks=fallbacks))
+                                                       max_queue=args.max_queue, fallbacks=fallbacks,
+                                                       kind=args.kind))
     print(f"llm {args.name} changed" + ("" if fallbacks is None else
                                        f"; it falls back to {', '.join(fallbacks) or 'nothing'}"))
 
@@ -172,6 +173,8 @@ def add_llm_parsers(commands: Any) -> None:
     ladd = add_verb(llm, "add", llm_add, "register an LLM", "name")
     add_backend_flags(ladd)
     ladd.add_argument("--max-queue", type=int, default=256, help="outstanding jobs before 429")
+    ladd.add_argument("--kind", choices=LLM_KINDS, default="chat", help="chat: chats, completions, responses; "
+                      "embedding: /v1/embeddings")
     ladd.add_argument("--if-missing", action="store_true", help="succeed, changing nothing, when it exists")
     deploy = add_verb(llm, "deploy", llm_deploy, "one more deployment of an LLM (its own backend and config); its "
                    "workers, started with --deployment NAME, take jobs from the LLM's queue", "llm", "name")
@@ -181,6 +184,7 @@ def add_llm_parsers(commands: Any) -> None:
     lset = add_verb(llm, "set", llm_set, "change an LLM: backend flags merge into its config", "name")
     add_backend_flags(lset, backend_required=False)
     lset.add_argument("--max-queue", type=int, help="outstanding jobs before 429")
+    lset.add_argument("--kind", choices=LLM_KINDS, help="chat or embedding (its workers restart their model)")
     lset.add_argument("--fallbacks", help="LLMs tried in order when this one cannot serve a request before its "
                       "first delta (comma-separated; empty: none)")
     price = add_verb(llm, "price", llm_price, "set an LLM's prices per million tokens (MODELPORT_CURRENCY)", "name")

@@ -17,6 +17,7 @@ from modelport.db.queries import deactivated_by_directory
 from modelport.db.secrets import NewToken, new_token
 from modelport.db.tables import (
     LLM,
+    LLM_KINDS,
     AliasGrant,
     ApiToken,
     AuditEntry,
@@ -135,14 +136,20 @@ async def grant(session: AsyncSession, actor: str, group_name: str, model_name: 
 
 
 async def add_llm(session: AsyncSession, actor: str, name: str, backend: str, config: dict[str, Any], *,
-                  max_queue: int = 256, enabled: bool = True) -> LLM:
+                  max_queue: int = 256, enabled: bool = True, kind: str = "chat") -> LLM:
     """Register a model; ``config`` must already be validated for its backend."""
     await require_new_model_name(session, name)
-    llm = LLM(name=name, backend=backend, config=config, max_queue=max_queue, enabled=enabled)
+    check_kind(kind)
+    llm = LLM(name=name, backend=backend, config=config, max_queue=max_queue, enabled=enabled, kind=kind)
     session.add(llm)
-    audit(session, actor, "llm.add", name, backend=backend)
+    audit(session, actor, "llm.add", name, backend=backend, kind=kind)
     await session.commit()
     return llm
+
+
+def check_kind(kind: str) -> None:
+    if kind not in LLM_KINDS:
+        raise InvalidRequest(f"An LLM's kind is {' or '.join(LLM_KINDS)}, not '{kind}'.", param="kind")
 
 
 async def create_token(session: AsyncSession, actor: str, user_name: str, *, name: str = "",

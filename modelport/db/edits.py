@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from modelport.db.directory import PASSWORDS, audit, one, subject_id
+from modelport.db.directory import PASSWORDS, audit, check_kind, one, subject_id
 from modelport.db.serving import check_fallbacks
 from modelport.db.tables import (
     LLM,
@@ -142,10 +142,13 @@ async def revoke_grant(session: AsyncSession, actor: str, group_name: str, model
 
 async def set_llm(session: AsyncSession, actor: str, name: str, *, backend: str | None = None,
                   config: dict[str, Any] | None = None, max_queue: int | None = None,
-                  fallbacks: list[str] | None = None) -> LLM:
-    """Change an LLM's backend and config (already validated together), queue bound or fallbacks."""
+                  fallbacks: list[str] | None = None, kind: str | None = None) -> LLM:
+    """Change an LLM's backend and config (already validated together), queue bound, fallbacks or kind."""
     llm: LLM = await one(session, LLM, name)
     changed: dict[str, Any] = {}
+    if kind is not None:
+        check_kind(kind)
+        llm.kind = changed["kind"] = kind
     if backend is not None:
         llm.backend = changed["backend"] = backend
     if config is not None:

@@ -62,6 +62,7 @@ class ModelEntry:
     deployments: int = 1  # how many deployments serve the LLM's queue
     price: Price = FREE  # the LLM's (its deployment ``default``)
     deployment_prices: tuple[tuple[str, Price], ...] = ()  # further deployments priced apart
+    kind: str = "chat"  # the LLM's: chat or embedding
 
     def price_of(self, deployment: str | None) -> Price:
         return next((price for name, price in self.deployment_prices if name == deployment), self.price)
@@ -158,7 +159,7 @@ async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
     llms = {llm.name: ModelEntry(llm.name, llm.max_queue, epoch_seconds(llm.created_at), llm.name,
                                  fallbacks=tuple(llm.fallbacks), deployments=1 + len(llm.deployments),
                                  price=Price(llm.input_price, llm.output_price),
-                                 deployment_prices=deployment_prices(llm))
+                                 deployment_prices=deployment_prices(llm), kind=llm.kind)
             for llm in (await session.exec(select(LLM).where(col(LLM.enabled).is_(True)))).all()}
     aliases = (await session.exec(select(ModelAlias, LLM.name).join(LLM, col(LLM.id) == col(ModelAlias.llm_id))
                                   .where(col(LLM.enabled).is_(True)))).all()
@@ -198,7 +199,7 @@ async def registrations(session: AsyncSession) -> list[Registration]:
     """Every registered LLM as workers see it (see protocol.registrations)."""
     llms = await session.exec(select(LLM).order_by(col(LLM.name)))
     return [Registration(name=llm.name, backend=llm.backend, config=llm.config, enabled=llm.enabled,
-                         deployments=llm.deployments) for llm in llms.all()]
+                         deployments=llm.deployments, kind=llm.kind) for llm in llms.all()]
 
 
 async def spent_by(session: AsyncSession, subject: str, day_start: datetime, month_start: datetime

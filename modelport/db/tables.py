@@ -66,6 +66,9 @@ class Membership(SQLModel, table=True):
     group: Group = Relationship()
 
 
+LLM_KINDS = ("chat", "embedding")  # an LLM generates text (chats, completions, responses) or embeds
+
+
 class LLM(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True, max_length=128)
@@ -81,6 +84,7 @@ class LLM(SQLModel, table=True):
     input_price: float = Field(default=0.0, ge=0)
     output_price: float = Field(default=0.0, ge=0)
     cached_input_price: float | None = Field(default=None, ge=0)
+    kind: str = Field(default="chat", max_length=16)  # chat (chat, completions, responses) or embedding
     created_at: datetime | None = _timestamp(now=True)
 
 
@@ -204,6 +208,7 @@ class UsageRecord(SQLModel, table=True):
     ttft_ms: int | None = None
     cost: float = 0.0  # what the request was charged, at the prices of the time, in the installation's currency
     group_id: int | None = None  # the group it is charged to (the user's highest-priority group), for chargeback
+    endpoint: str = Field(default="chat", max_length=16)  # chat, completions, embeddings or responses
 
 
 class AuditEntry(SQLModel, table=True):

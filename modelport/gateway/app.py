@@ -22,7 +22,7 @@ from modelport.broker.gateway import GatewayBroker
 from modelport.broker.limits import LimitSubject
 from modelport.db import queries
 from modelport.db.engine import create_engine, session_factory
-from modelport.gateway import errors, kuwa_api, operational, usage_api
+from modelport.gateway import endpoints, errors, kuwa_api, operational, responses_api, usage_api
 from modelport.gateway.access_log import AccessLog
 from modelport.gateway.auth import Authenticator
 from modelport.gateway.chat import abort, chat_completions
@@ -74,7 +74,13 @@ def create_app(settings: GatewaySettings) -> Starlette:
 
     routes = [
         Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]) for prefix in ("/v1", "/v1.0")
-    ] + [Route("/v1.0/chat/abort", abort, methods=["POST"]), Route("/v1/usage", usage_api.usage, methods=["GET"])] + [
+    ] + [Route("/v1.0/chat/abort", abort, methods=["POST"]), Route("/v1/usage", usage_api.usage, methods=["GET"]),
+         Route("/v1/embeddings", endpoints.embeddings, methods=["POST"]),
+         Route("/v1/completions", endpoints.completions, methods=["POST"]),
+         Route("/v1/responses", responses_api.create_response, methods=["POST"]),
+         Route("/v1/responses/{response_id}", responses_api.retrieve_response, methods=["GET"]),
+         Route("/v1/responses/{response_id}", responses_api.delete_response, methods=["DELETE"]),
+         Route("/v1/responses/{response_id}/input_items", responses_api.list_input_items, methods=["GET"])] + [
         route
         for prefix in ("/v1", "/v1.0")
         for route in (Route(f"{prefix}/models", list_models, methods=["GET"]),
@@ -86,8 +92,9 @@ def create_app(settings: GatewaySettings) -> Starlette:
     ] + [Route(f"/{name}", endpoint, methods=["GET"])
          for name, endpoint in (("healthz", healthz), ("readyz", readyz), ("metrics", operational.metrics))]
     middleware = [Middleware(AccessLog, metrics=metrics),
-                  Middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                             allow_headers=["authorization", "content-type"], max_age=600)]
+                  Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                             allow_methods=["GET", "POST", "DELETE"], allow_headers=["authorization", "content-type"],
+                             max_age=600)]
     return Starlette(
         routes=routes,
         middleware=middleware,

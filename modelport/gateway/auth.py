@@ -20,7 +20,7 @@ from modelport.db import queries
 from modelport.db.engine import serving_session
 from modelport.db.queries import ModelEntry, TokenOwner
 from modelport.db.secrets import hash_token
-from modelport.protocol.errors import AuthenticationFailed, NotFound, PermissionDenied
+from modelport.protocol.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 
 MAX_ENTRIES = 50_000
 
@@ -76,13 +76,19 @@ class Authenticator:
             self._catalog = (time.monotonic() + self._ttl_s, models)
         return models
 
-    async def permitted_model(self, principal: Principal, model: str) -> ModelEntry:
-        """The entry of a model the principal may use; a preset they may not see does not exist for them."""
+    async def permitted_model(self, principal: Principal, model: str, kind: str = "chat") -> ModelEntry:
+        """The entry of a model the principal may use, of the ``kind`` the endpoint serves (chat or embedding);
+        a preset they may not see does not exist for them."""
         entry = (await self.catalog()).get(model)
         if entry is None or (entry.preset is not None and model not in principal.models):
             raise NotFound(f"The model '{model}' does not exist.", code="model_not_found", param="model")
         if model not in principal.models:
             raise PermissionDenied(f"You are not permitted to use the model '{model}'.", param="model")
+        if entry.kind != kind:
+            serves = ("/v1/embeddings" if entry.kind == "embedding"
+                      else "/v1/chat/completions, /v1/completions, /v1/responses")
+            raise InvalidRequest(f"The model '{model}' does not serve this endpoint: it is of kind {entry.kind} (use "
+                                 f"it with {serves}).", code="wrong_model_kind", param="model")
         return entry
 
     async def _owner(self, secret_hash: str) -> TokenOwner | None:

@@ -3,72 +3,44 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from modelport.db.queries import ModelEntry
+from modelport.gateway.auth import Principal
+from modelport.gateway.dispatch import Job, dispatch
 from modelport.gateway.json_response import FastJSONResponse
-from modelport.gateway.render import ChunkRenderer, CompletionBuilder, KuwaRenderer, StreamRenderer
-from modelport.gateway.responses import JobResponse
+from modelport.gateway.render import BodyBuilder, ChunkRenderer, CompletionBuilder, KuwaRenderer, StreamRenderer
 from modelport.gateway.settings import GatewaySettings
 from modelport.gateway.state import GatewayState
-from modelport.gateway.submission import Submission
-from modelport.gateway.usage import Outcome
 from modelport.protocol.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from modelport.protocol.openai_wire import ChatCompletionRequest, parse_abort_request, parse_chat_request
 from modelport.protocol.presets import bot_name, parse_botfile
 
 
 async def chat_completions(request: Request) -> ASGIApp:
+    """Chat completions: the caller, the model, its presets, then the shared spine (``dispatch``)."""
     state: GatewayState = request.state.gateway
-    started = time.monotonic()
     # The token is checked before the body is read: an anonymous client cannot make the gateway read and
     # parse megabytes. The model becomes a log field and a metric label only once it is known and permitted.
-    principal = await state.auth.principal(request.headers.get("authorization"))
-    request.state.access = {"user": principal.user_name}
+    principal = await authenticated(request)
     chat = parse_chat_request(await read_body(request, state.settings))
-    entry = await state.auth.permitted_model(principal, bot_name(chat.model) or chat.model)
-    # The metric label is the LLM (a bounded set), not an alias's or preset's name (which users create).
-    request.state.access["model"] = entry.llm
-    if chat.model != entry.llm:
-        request.state.access["requested"] = chat.model
+    entry = await permitted(request, principal, bot_name(chat.model) or chat.model, "chat", chat.model)
     chat = with_presets(chat, entry)
     kuwa = request.url.path.startswith("/v1.0/")
     stream = wants_stream(chat, request.headers.get("accept", ""), kuwa)
-    catalog = await state.auth.catalog()
-    fallbacks = [catalog[name] for name in entry.fallbacks if name in catalog and name in principal.models]
-    # Each deployment of the LLM gets a try (a failing one stops claiming: the next try reaches another).
-    submission = Submission(state.broker.jobs, chat.generation_params(), principal, state.settings,
-                            [entry] * entry.deployments + fallbacks)
-    limits = state.broker.limits
-    reserve = state.settings.completion_reserve
-    most = max(candidate.dearest().cost(chat.prompt_estimate(), chat.completion_reserve(reserve))
-               for candidate in [entry, *fallbacks])
-    admission = await limits.admit(list(principal.limits), chat.token_estimate(reserve), cost=most,
-                                   zone=state.settings.zone())
-    try:
-        handle = await submission.submit()
-    except BaseException:  # refused, Redis failed, or the client left meanwhile: the admission is released
-        limits.settle_soon(admission, 0, release=True)
-        raise
-    request.state.access["job"] = handle.job.id
-    outcome = Outcome(principal=principal, job_id=handle.job.id, model=submission.served_by, stream=stream,
-                      started_at=started, admission=admission)
-    outcome.charge(submission.entries[submission.served_by])
-    created = int(time.time())
 
-    def render(model: str) -> StreamRenderer | CompletionBuilder:
+    def render(job_id: str, model: str, created: int) -> StreamRenderer | BodyBuilder:
         """The answer's renderer, naming the model the client asked for, or the fallback that answers."""
         if not stream:
-            return CompletionBuilder(handle.job.id, model, created, kuwa)
-        return (KuwaRenderer if kuwa else ChunkRenderer)(handle.job.id, model, created, chat.include_usage)
+            return CompletionBuilder(job_id, model, created, kuwa)
+        return (KuwaRenderer if kuwa else ChunkRenderer)(job_id, model, created, chat.include_usage)
 
-    # The job id is the request's id (Kuwa's client reads it here to abort the job later).
-    headers = {**admission.headers, "x-request-id": handle.job.id}
-    return JobResponse(handle, submission, state.usage, outcome, render, chat.model, headers)
+    reserve = chat.completion_reserve(state.settings.completion_reserve)
+    job = Job("chat", chat.generation_params(), chat.prompt_estimate(), reserve, stream, render)
+    return await dispatch(request, principal, entry, job, chat.model)
 
 
 async def abort(request: Request) -> Response:
@@ -79,6 +51,26 @@ async def abort(request: Request) -> Response:
     job_ids = parse_abort_request(await read_body(request, state.settings)).ids
     cancelled = await state.broker.jobs.abort(principal.user_id, job_ids)
     return FastJSONResponse({"object": "chat.abort", "cancelled": cancelled})
+
+
+async def authenticated(request: Request) -> Principal:
+    """The caller, named in the access log (before the body is read)."""
+    state: GatewayState = request.state.gateway
+    principal = await state.auth.principal(request.headers.get("authorization"))
+    request.state.access = {"user": principal.user_name}
+    return principal
+
+
+async def permitted(request: Request, principal: Principal, model: str, kind: str, requested: str) -> ModelEntry:
+    """The model's entry when the caller may use it for this endpoint's ``kind`` of job; it becomes the
+    access log's and the metrics' model: the LLM (a bounded set), not an alias's or preset's name (which
+    users create)."""
+    state: GatewayState = request.state.gateway
+    entry = await state.auth.permitted_model(principal, model, kind)
+    request.state.access["model"] = entry.llm
+    if requested != entry.llm:
+        request.state.access["requested"] = requested
+    return entry
 
 
 def with_presets(chat: ChatCompletionRequest, entry: ModelEntry) -> ChatCompletionRequest:

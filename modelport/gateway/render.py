@@ -1,14 +1,15 @@
 """Turns a job's events into OpenAI bytes: SSE chunk frames (/v1 and the literal Kuwa /v1.0 flavour)
-or one chat.completion body."""
+or one chat.completion body; ``BodyBuilder`` is what every endpoint's one-body answer is built by."""
 
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
 import orjson
 
-from modelport.protocol.envelope import ChoiceDelta, Delta, Usage
+from modelport.protocol.envelope import ChoiceDelta, Delta, Done, Usage
 from modelport.protocol.errors import Cancelled, ErrorBody
 
 DONE = b"data: [DONE]\n\n"
@@ -51,11 +52,13 @@ class ChunkRenderer:
     """Standard ``chat.completion.chunk`` frames; deltas that arrived together become one frame."""
 
     comments = True
+    object = "chat.completion.chunk"
+    pending_usage = b',"usage":null}'  # how a chunk ends while the usage is still to come (include_usage)
 
     def __init__(self, job_id: str, model: str, created: int, include_usage: bool) -> None:
-        head = orjson.dumps({"id": job_id, "object": "chat.completion.chunk", "created": created, "model": model})
+        head = orjson.dumps({"id": job_id, "object": self.object, "created": created, "model": model})
         self._head = head[:-1] + b',"choices":'
-        self._tail = b',"usage":null}' if include_usage else b"}"
+        self._tail = self.pending_usage if include_usage else b"}"
         self._include_usage = include_usage
         self._greeted: set[int] = set()
 
@@ -148,28 +151,38 @@ class KuwaRenderer:
         return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-class CompletionBuilder:
-    """Accumulates deltas into one ``chat.completion`` body (non-streaming requests); for Kuwa clients
-    (``exit_codes``) each choice also carries Kuwa's ``exit_code``, 0: the job succeeded."""
+class BodyBuilder(ABC):
+    """Accumulates a job's deltas into one JSON body (a request that does not stream), made once it is done."""
 
-    def __init__(self, job_id: str, model: str, created: int, exit_codes: bool = False) -> None:
-        self._head = {"id": job_id, "object": "chat.completion", "created": created, "model": model}
-        self._choices: dict[int, ChoiceDelta] = {}
-        self._exit_codes = exit_codes
+    def __init__(self) -> None:
+        self.choices: dict[int, ChoiceDelta] = {}
 
     def add(self, delta: Delta) -> None:
         for choice in delta.choices:
-            mine = self._choices.get(choice.index)
+            mine = self.choices.get(choice.index)
             if mine is None:
-                self._choices[choice.index] = choice.model_copy(deep=True)
+                self.choices[choice.index] = choice.model_copy(deep=True)
             else:
                 mine.absorb(choice)
 
-    def body(self, usage: Usage | None) -> bytes:
-        choices = [self._choice(choice) for _, choice in sorted(self._choices.items())]
+    @abstractmethod
+    def body(self, done: Done) -> bytes: ...
+
+
+class CompletionBuilder(BodyBuilder):
+    """One ``chat.completion`` body; for Kuwa clients (``exit_codes``) each choice also carries Kuwa's
+    ``exit_code``, 0: the job succeeded."""
+
+    def __init__(self, job_id: str, model: str, created: int, exit_codes: bool = False) -> None:
+        super().__init__()
+        self._head = {"id": job_id, "object": "chat.completion", "created": created, "model": model}
+        self._exit_codes = exit_codes
+
+    def body(self, done: Done) -> bytes:
+        choices = [self._choice(choice) for _, choice in sorted(self.choices.items())]
         if self._exit_codes:
             choices = [{**choice, "exit_code": 0} for choice in choices]
-        return orjson.dumps({**self._head, "choices": choices, "usage": usage_dict(usage)})
+        return orjson.dumps({**self._head, "choices": choices, "usage": usage_dict(done.usage)})
 
     @staticmethod
     def _choice(choice: ChoiceDelta) -> dict[str, Any]:

@@ -7,14 +7,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
 from modelport.broker.job_handle import JobHandle
 from modelport.gateway.errors import render_error
-from modelport.gateway.render import CompletionBuilder, StreamRenderer
+from modelport.gateway.render import BodyBuilder, StreamRenderer
 from modelport.gateway.submission import Submission
 from modelport.gateway.usage import Outcome, UsageWriter
 from modelport.protocol.connection import QUEUE_ERRORS
@@ -28,23 +28,26 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 JSON_HEADERS = [(b"content-type", b"application/json")]
+# What an endpoint does with a finished answer's renderer before its last bytes go out (store it, say).
+Keep = Callable[[StreamRenderer | BodyBuilder], Awaitable[None]]
 QUEUE_COMMENT_S = 5.0
 
 
 class JobResponse:
-    """Serves one job to one client, streamed by a ``StreamRenderer`` or as one body a ``CompletionBuilder``
+    """Serves one job to one client, streamed by a ``StreamRenderer`` or as one body a ``BodyBuilder``
     builds (``render`` makes either for the name the answer shows). Until the first delta, a failure a
     fallback may avoid moves the request to the next one (see ``Submission``)."""
 
     def __init__(self, handle: JobHandle, submission: Submission, usage: UsageWriter, outcome: Outcome,
-                 render: Callable[[str], StreamRenderer | CompletionBuilder], requested: str,
-                 headers: dict[str, str]) -> None:
+                 render: Callable[[str], StreamRenderer | BodyBuilder], requested: str,
+                 headers: dict[str, str], keep: Keep | None = None) -> None:
         self.handle = handle
         self.submission = submission
         self.jobs = submission.jobs
         self.usage = usage
         self.outcome = outcome
         self.render = render
+        self.keep = keep
         fell_back = submission.served_by != submission.named
         self.renderer = render(submission.served_by if fell_back else requested)
         self._headers = {**headers, "x-modelport-served-by": submission.served_by}
@@ -109,7 +112,7 @@ class JobResponse:
 
     async def _respond(self, send: Send) -> None:
         renderer = self.renderer
-        if not isinstance(renderer, CompletionBuilder) and renderer.comments and self.handle.position > 0:
+        if not isinstance(renderer, BodyBuilder) and renderer.comments and self.handle.position > 0:
             await self._send_queued_stream(send)
             return
         first = await self._next_or_fallback()
@@ -118,12 +121,12 @@ class JobResponse:
             await render_error(first.error, self._headers)(self._scope, self._receive, send)
             return
         self.outcome.ttft_s = time.monotonic()
-        if isinstance(self.renderer, CompletionBuilder):
+        if isinstance(self.renderer, BodyBuilder):
             await self._send_completion(send, self.renderer, first)
         else:
             await self._send_stream(send, self.renderer, first)
 
-    async def _send_completion(self, send: Send, builder: CompletionBuilder, first: Delta | Done) -> None:
+    async def _send_completion(self, send: Send, builder: BodyBuilder, first: Delta | Done) -> None:
         event: Event = first
         while isinstance(event, Delta):
             builder.add(event)
@@ -134,8 +137,11 @@ class JobResponse:
             return
         if not self.outcome.price.free:
             self._headers["x-modelport-cost"] = f"{self.outcome.cost:.8f}"
+        body = builder.body(event)
+        if self.keep is not None:
+            await self.keep(builder)
         await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS + self.headers})
-        await send({"type": "http.response.body", "body": builder.body(event.usage)})
+        await send({"type": "http.response.body", "body": body})
 
     async def _send_queued_stream(self, send: Send) -> None:
         """A stream that waits behind others: the headers go out at once (``x-modelport-served-by`` names the
@@ -155,7 +161,7 @@ class JobResponse:
             if isinstance(first, Delta):
                 self.outcome.ttft_s = time.monotonic()
             renderer = self.renderer
-            assert not isinstance(renderer, CompletionBuilder), "only streams wait with comments"
+            assert not isinstance(renderer, BodyBuilder), "only streams wait with comments"
             await self._stream_events(send, renderer, [first])
             return
 
@@ -181,6 +187,8 @@ class JobResponse:
                 self.outcome.settle(event, self.handle.delivered_pieces)
                 body += (renderer.end(event.usage, self._cost()) if isinstance(event, Done)
                          else renderer.fail(event.error))
+                if isinstance(event, Done) and self.keep is not None:
+                    await self.keep(renderer)
                 await send({"type": "http.response.body", "body": bytes(body)})
                 return
             if body:

@@ -27,3 +27,6 @@ class GatewaySettings(CommonSettings):
     queue_user_share: float = Field(default=0.5, gt=0, le=1)
     # The part of a model's queue the members of one group (the group giving them their priority) may fill.
     queue_group_share: float = Field(default=0.8, gt=0, le=1)
+    # How long a stored Responses API response (``store``, true unless the client says otherwise) is kept for
+    # ``GET /v1/responses/{id}`` and ``previous_response_id``; OpenAI keeps them 30 days.
+    responses_ttl_s: int = Field(default=30 * 86_400, ge=60)

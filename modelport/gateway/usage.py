@@ -43,6 +43,7 @@ class Outcome:
     admission: Admission | None = None
     price: Price = FREE  # the answering LLM's (of the deployment that ran it, once known)
     deployment_prices: tuple[tuple[str, Price], ...] = ()
+    endpoint: str = "chat"  # chat, completions, embeddings or responses
 
     @property
     def cost(self) -> float:
@@ -87,7 +88,7 @@ class UsageWriter:
             prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
             latency_ms=round((outcome.ended_at - outcome.started_at) * 1000),
             ttft_ms=None if outcome.ttft_s is None else round((outcome.ttft_s - outcome.started_at) * 1000),
-            cost=outcome.cost, group_id=outcome.principal.group_id or None,
+            cost=outcome.cost, group_id=outcome.principal.group_id or None, endpoint=outcome.endpoint,
         ))
         self._last_used[outcome.principal.token_id] = utcnow()
         self._on_record(outcome)

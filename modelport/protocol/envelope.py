@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from modelport.protocol.errors import ErrorBody
 
-ENVELOPE_VERSION = 2
+Task = Literal["chat", "completion", "embedding"]
+
+ENVELOPE_VERSION = 3  # 3: jobs have a task (chat, completion, embedding)
 # Every event names the run (attempt) of its job that produced it, counted from 1; VERDICT marks an event
 # about the job that no run produced (its worker was lost, its attempts are used up).
 VERDICT = 0
@@ -17,9 +19,17 @@ VERDICT = 0
 class GenerationParams(BaseModel):
     """What a backend generates from: the parameters the client set (validated at the gateway against
     OpenAI's bounds; None where unset) and, apart, the fields beyond OpenAI's it sent, which only an
-    OpenAI-compatible upstream whose operator allowed them receives."""
+    OpenAI-compatible upstream whose operator allowed them receives. ``task`` says which endpoint's job it
+    is: a chat from ``messages``, a legacy completion from ``prompt`` (one choice set per prompt), or
+    embeddings of ``input``."""
 
-    messages: list[dict[str, Any]]
+    task: Task = "chat"
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    prompt: list[str | list[int]] | None = None
+    echo: bool | None = None
+    suffix: str | None = None
+    input: list[str | list[int]] | None = None
+    dimensions: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     n: int | None = None
@@ -56,9 +66,17 @@ class GenerationParams(BaseModel):
     def response_type(self) -> str | None:
         return str(self.response_format.get("type")) if self.response_format else None
 
+    @property
+    def prompts(self) -> list[str | list[int]]:
+        """A completion's prompts (each answered by ``choices`` choices, indexed prompt by prompt)."""
+        return self.prompt or [""]
+
     def openai_fields(self) -> dict[str, Any]:
-        """The OpenAI parameters the client set, as OpenAI's API takes them."""
-        return self.model_dump(exclude_none=True, exclude={"extra"})
+        """The OpenAI parameters the client set, as OpenAI's API takes them for the job's endpoint."""
+        fields = self.model_dump(exclude_none=True, exclude={"extra", "task"})
+        if self.task != "chat":
+            del fields["messages"]
+        return fields
 
 
 class Job(BaseModel):
@@ -141,6 +159,9 @@ class Delta(BaseModel):
 class Done(BaseModel):
     t: Literal["done"] = "done"
     usage: Usage | None = None
+    # an embedding job's vectors, in input order, each little-endian float32 in base64 (OpenAI's own
+    # ``encoding_format: base64``): carried by the job's last event, so a job re-run never sends them twice
+    embeddings: list[str] | None = None
     # which of the LLM's deployments served it (its prices may differ); names are at most 64 characters
     deployment: str | None = Field(default=None, max_length=64)
 

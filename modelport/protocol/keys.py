@@ -17,6 +17,11 @@ GATEWAYS = f"{PREFIX}:gateways"  # sorted set: gateway process id -> its last he
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
+def stored_response(response_id: str) -> str:
+    """A stored Responses API response with its conversation and owner (JSON), expiring on its own."""
+    return f"{PREFIX}:response:{response_id}"
+
+
 def jobs(model: str) -> str:
     """Stream of the model's outstanding jobs (queued and running), read by its workers' group."""
     return f"{PREFIX}:{{{model}}}:jobs"

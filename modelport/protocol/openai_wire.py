@@ -23,10 +23,21 @@ MAX_LOGIT_BIAS = 1024
 MAX_EXTRA_FIELDS = 32
 MAX_BOTFILE = 65_536
 ShortText = Annotated[str, Field(max_length=256)]
+ModelName = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class WireModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
+
+
+class ExtraBounded(WireModel):
+    """A request that may carry a few parameters beyond OpenAI's (for upstreams whose operator allows them)."""
+
+    @model_validator(mode="after")
+    def few_extra_fields(self) -> ExtraBounded:
+        if len(self.model_extra or {}) > MAX_EXTRA_FIELDS:
+            raise ValueError(f"at most {MAX_EXTRA_FIELDS} parameters beyond OpenAI's may be sent")
+        return self
 
 
 WireT = TypeVar("WireT", bound=WireModel)
@@ -83,8 +94,8 @@ TokenCount = Annotated[int, Field(ge=1, le=MAX_COMPLETION_TOKENS)]
 StopSequence = Annotated[str, Field(max_length=MAX_STOP_LENGTH)]
 
 
-class ChatCompletionRequest(WireModel):
-    model: Annotated[str, Field(min_length=1, max_length=256)]
+class ChatCompletionRequest(ExtraBounded):
+    model: ModelName
     messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -109,12 +120,6 @@ class ChatCompletionRequest(WireModel):
     # Kuwa's ad-hoc preset for this one request (see protocol.presets); never sent to a backend.
     botfile: Annotated[str, Field(max_length=MAX_BOTFILE)] | None = None
 
-    @model_validator(mode="after")
-    def few_extra_fields(self) -> ChatCompletionRequest:
-        if len(self.model_extra or {}) > MAX_EXTRA_FIELDS:
-            raise ValueError(f"at most {MAX_EXTRA_FIELDS} parameters beyond OpenAI's may be sent")
-        return self
-
     @property
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
@@ -122,10 +127,6 @@ class ChatCompletionRequest(WireModel):
     @property
     def completion_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-    def token_estimate(self, default_completion: int) -> int:
-        """Tokens to reserve against token limits: the prompt's estimate and the completion's reserve."""
-        return self.prompt_estimate() + self.completion_reserve(default_completion)
 
     def prompt_estimate(self) -> int:
         """About four characters a token of the prompt."""

@@ -22,6 +22,8 @@ def deployment_of(worker: str) -> str:
 class Deployment(BaseModel):
     backend: str
     config: dict[str, Any]
+    kind: str = "chat"  # the LLM's: chat (generates text) or embedding
+
 
 
 class Registration(BaseModel):
@@ -33,13 +35,14 @@ class Registration(BaseModel):
     config: dict[str, Any]
     enabled: bool = True
     deployments: dict[str, Deployment] = {}
+    kind: str = "chat"
 
     def deployment(self, name: str) -> Deployment:
         if name == DEFAULT_DEPLOYMENT:
-            return Deployment(backend=self.backend, config=self.config)
+            return Deployment(backend=self.backend, config=self.config, kind=self.kind)
         if name not in self.deployments:
             raise NotRegistered(f"{self.name} has no deployment named {name!r}")
-        return self.deployments[name]
+        return self.deployments[name].model_copy(update={"kind": self.kind})
 
 
 class NotRegistered(LookupError):

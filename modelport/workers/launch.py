@@ -48,7 +48,7 @@ async def run_worker(settings: WorkerSettings, llm_name: str, deployment: str = 
     if settings.metrics_port:
         metrics.serve(settings.metrics_host, settings.metrics_port)
     policy = settings.upstream_policy()
-    worker = Worker(broker, build_backend(serving.backend, serving.config, policy),
+    worker = Worker(broker, build_backend(serving.backend, serving.config, policy, serving.kind),
                     heartbeat_s=settings.heartbeat_s, drain_s=settings.drain_s, metrics=metrics)
     worker.cools_down = bool(registration.deployments)
     announced = asyncio.Event()
@@ -99,7 +99,7 @@ async def follow_registration(worker: Worker, deployment: str, current: Deployme
         if latest is None or latest == current:
             continue
         try:
-            await worker.replace_backend(build_backend(latest.backend, latest.config, policy))
+            await worker.replace_backend(build_backend(latest.backend, latest.config, policy, latest.kind))
         except Exception:  # a config the backend cannot start with must not stop the worker
             log.exception("could not switch %s to its new config; serving on with the old one", name)
             continue

@@ -35,6 +35,7 @@ class ClaimedJob:
     pending: list[Event] = field(default_factory=list)
     published: int = 0  # sequence number of the last event handed to Redis
     unconfirmed: list[tuple[int, Event]] = field(default_factory=list)  # sent, but Redis did not confirm
+    produced: int = 0  # deltas the backend produced in this run (about a token each)
 
     @property
     def has_published_text(self) -> bool:

@@ -202,39 +202,51 @@ class Worker:
         # Whether the client cancelled while the job was queued is asked alongside the first token,
         # not before it: the answer is in by the time anything would be published.
         cancelled_early = asyncio.ensure_future(self.broker.was_cancelled(job.id))
-        produced = 0
         started = time.monotonic()
         try:
-            usage: Usage | None = None
-            async for item in self.backend.stream(job.params):
-                if produced == 0 and await cancelled_early:
-                    raise Cancelled("The client cancelled the request before it started.")
-                if isinstance(item, Usage):
-                    usage = item
-                else:
-                    produced += 1
-                    outbox.put(claimed, item)
-                    if produced == 1:
-                        await outbox.written()
+            done = await (self._embed(claimed, cancelled_early) if job.params.task == "embedding"
+                          else self._generate(claimed, cancelled_early))
             self._upstream_answered()
-            outbox.put(claimed, Done(usage=usage or Usage(completion_tokens=produced)))
-            self.metrics.finished("done", usage.completion_tokens if usage else produced)
+            outbox.put(claimed, done)
+            self.metrics.finished("done", done.usage.completion_tokens if done.usage else claimed.produced)
             log.info("job done in %.0f ms", (time.monotonic() - started) * 1000, extra=fields)
         except asyncio.CancelledError:
-            self._after_cancel(claimed, produced)
+            self._after_cancel(claimed, claimed.produced)
             if job.id not in self._cancelled_by_client and job.id not in self._lost:
                 raise
         except ModelPortError as exc:
             self._note_failure(exc)  # before the gateway hears of it and may submit the job again
-            outbox.put(claimed, Failed(error=exc.body(), usage=Usage(completion_tokens=produced)))
-            self.metrics.finished("cancelled" if isinstance(exc, Cancelled) else "failed", produced)
+            outbox.put(claimed, Failed(error=exc.body(), usage=Usage(completion_tokens=claimed.produced)))
+            self.metrics.finished("cancelled" if isinstance(exc, Cancelled) else "failed", claimed.produced)
         except Exception:
             log.exception("backend failed", extra=fields)
             outbox.put(claimed, Failed(error=UpstreamError("The model backend failed unexpectedly.").body(),
-                                       usage=Usage(completion_tokens=produced)))
-            self.metrics.finished("failed", produced)
+                                       usage=Usage(completion_tokens=claimed.produced)))
+            self.metrics.finished("failed", claimed.produced)
         finally:
             cancelled_early.cancel()
+
+    async def _generate(self, claimed: ClaimedJob, cancelled_early: asyncio.Future[bool]) -> Done:
+        """Publish a chat's or a completion's deltas as the backend makes them; the job's last event."""
+        usage: Usage | None = None
+        async for item in self.backend.stream(claimed.job.params):
+            if claimed.produced == 0 and await cancelled_early:
+                raise Cancelled("The client cancelled the request before it started.")
+            if isinstance(item, Usage):
+                usage = item
+            else:
+                claimed.produced += 1
+                self.broker.outbox.put(claimed, item)
+                if claimed.produced == 1:
+                    await self.broker.outbox.written()
+        return Done(usage=usage or Usage(completion_tokens=claimed.produced))
+
+    async def _embed(self, claimed: ClaimedJob, cancelled_early: asyncio.Future[bool]) -> Done:
+        """An embedding job's one event: its vectors and usage."""
+        embedded = await self.backend.embed(claimed.job.params)
+        if await cancelled_early:
+            raise Cancelled("The client cancelled the request before it started.")
+        return Done(usage=embedded.usage, embeddings=embedded.vectors)
 
     def _check_runnable(self, claimed: ClaimedJob) -> None:
         if claimed.job.v != ENVELOPE_VERSION:

@@ -9,7 +9,8 @@ import sys
 from typing import Any
 
 ROOTS = ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse", "ErrorResponse",
-         "ListModelsResponse", "Model")
+         "ListModelsResponse", "Model", "CreateEmbeddingResponse", "CreateCompletionResponse", "Response",
+         "ResponseStreamEvent", "ResponseItemList")
 
 
 def references(node: Any) -> set[str]:

@@ -6,6 +6,9 @@ for the google-genai SDK. Behaviour by model name:
 - ``safety``: some text, then a candidate stopped for SAFETY;
 - ``blocked``: the prompt itself blocked (``promptFeedback.blockReason``);
 - ``quota``: HTTP 429 RESOURCE_EXHAUSTED; ``badkey``: HTTP 400 "API key not valid"; ``denied``: HTTP 401.
+
+``:batchEmbedContents`` answers each request's text with ``outputDimensionality`` (3 by default) values
+``len(text) / 10 + position``; ``:countTokens`` counts a token a word.
 """
 
 from __future__ import annotations
@@ -49,6 +52,21 @@ def _chunks(model: str, body: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return [{"candidates": [_candidate("Hello from Gemini", "STOP")], "usageMetadata": USAGE}]
 
 
+def _text(content: dict[str, Any]) -> str:
+    return "".join(part.get("text", "") for part in content.get("parts", []))
+
+
+def _embedded(body: dict[str, Any]) -> dict[str, Any]:
+    return {"embeddings": [{"values": [len(_text(request["content"])) / 10 + position
+                                       for position in range(request.get("outputDimensionality") or 3)]}
+                           for request in body["requests"]]}
+
+
+def _counted(body: dict[str, Any]) -> dict[str, Any]:
+    return {"totalTokens": sum(len(part.get("text", "").split()) for content in body.get("contents", [])
+                               for part in content.get("parts", []))}
+
+
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
@@ -61,6 +79,12 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body",
                     "body": orjson.dumps({"error": {"code": status, "message": message, "status": reason}})})
+        return
+    method = scope["path"].rsplit(":", 1)[-1]
+    if method in ("batchEmbedContents", "countTokens"):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": orjson.dumps(_embedded(body) if method == "batchEmbedContents"
+                                                                       else _counted(body))})
         return
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/event-stream")]})

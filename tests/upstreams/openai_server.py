@@ -8,12 +8,18 @@ benchmarks. Its behaviour is chosen by the requested model name:
 - ``request``: the same with the messages it received;
 - ``tools``: a streamed tool call to ``get_weather``;
 - ``status-S``: an HTTP error S with OpenAI's error body.
+
+``/v1/completions`` streams the same pieces as text, for every prompt and choice (``params`` shows the
+parameters, prompt included); ``/v1/embeddings`` answers each input with a vector of ``dimensions`` (4 by
+default) values drawn from its text, as base64 or floats as asked, and counts a token a word.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import struct
 import time
 from typing import Any
 
@@ -80,7 +86,13 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         message = "This model's maximum context length is 8 tokens" if status == 400 else f"upstream said {status}"
         await _respond_json(send, status, {"error": {"message": message, "type": "upstream"}})
         return
+    if scope["path"].endswith("/embeddings"):
+        await _respond_json(send, 200, _embeddings(model, body))
+        return
     pieces, delay = _pieces(model, body)
+    if scope["path"].endswith("/completions") and not scope["path"].endswith("/chat/completions"):
+        await _stream_text(send, model, body, pieces)
+        return
     if not body.get("stream"):
         text = "".join(piece.get("content", "") for piece in pieces)
         await _respond_json(send, 200, {"id": "chatcmpl-upstream", "object": "chat.completion", "model": model,
@@ -108,6 +120,42 @@ async def _stream(send: Send, model: str, body: dict[str, Any], pieces: list[dic
         tail = b"data: " + orjson.dumps({"id": "chatcmpl-upstream", "object": "chat.completion.chunk",
                                          "model": model, "choices": [], "usage": usage}) + b"\n\n"
     await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n"})
+
+
+def _embeddings(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    if inputs and isinstance(inputs[0], int):
+        inputs = [inputs]
+    texts = [item if isinstance(item, str) else " ".join(map(str, item)) for item in inputs]
+    size = int(body.get("dimensions") or 4)
+    data = []
+    for index, text in enumerate(texts):
+        vector = [(len(text) + position) / 100 for position in range(size)]
+        packed = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index,
+                     "embedding": packed if body.get("encoding_format") == "base64" else vector})
+    tokens = sum(len(text.split()) for text in texts)
+    return {"object": "list", "data": data[::-1], "model": model,  # out of order: clients sort by index
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+async def _stream_text(send: Send, model: str, body: dict[str, Any], pieces: list[dict[str, Any]]) -> None:
+    """A legacy completion stream: each piece's text, for every prompt and choice."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    prompts = body["prompt"] if isinstance(body["prompt"], list) and not isinstance(body["prompt"][0], int) else [0]
+    frames = b""
+    for index in range(len(prompts) * int(body.get("n") or 1)):
+        for position, piece in enumerate(pieces):
+            finish = "stop" if position == len(pieces) - 1 else None
+            frames += b"data: " + orjson.dumps({"id": "cmpl-upstream", "object": "text_completion", "model": model,
+                                                "created": int(time.time()), "choices": [
+                                                    {"index": index, "text": piece.get("content", ""),
+                                                     "logprobs": None, "finish_reason": finish}]}) + b"\n\n"
+    choices = len(prompts) * int(body.get("n") or 1)
+    usage = {"prompt_tokens": 3, "completion_tokens": len(pieces) * choices, "total_tokens": 3 + len(pieces) * choices}
+    frames += b"data: " + orjson.dumps({"id": "cmpl-upstream", "object": "text_completion", "model": model,
+                                        "choices": [], "usage": usage}) + b"\n\n"
+    await send({"type": "http.response.body", "body": frames + b"data: [DONE]\n\n"})
 
 
 def main() -> None:

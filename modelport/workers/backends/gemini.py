@@ -1,17 +1,21 @@
-"""Google Gemini through the maintained google-genai SDK, streaming; endpoint overridable (Vertex or a
-proxy), API key from the environment variable the LLM's config names."""
+"""Google Gemini through the maintained google-genai SDK: chats streamed, embeddings in one call; endpoint
+overridable (Vertex or a proxy), API key from the environment variable the LLM's config names."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
+from typing import Any, cast
 
 from google import genai
 from google.genai import errors, types
 
 from modelport.protocol.envelope import ChoiceDelta, Delta, GenerationParams, Usage
-from modelport.protocol.errors import ModelPortError, UpstreamError
+from modelport.protocol.errors import InvalidRequest, ModelPortError, UpstreamError
+from modelport.protocol.vectors import pack
+from modelport.workers.backends.base import Embedded
 from modelport.workers.backends.gemini_config import GeminiConfig
 from modelport.workers.backends.gemini_messages import contents_and_config
 from modelport.workers.backends.openai_compat import upstream_error
@@ -42,6 +46,9 @@ class GeminiBackend:
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Usage]:
         assert self._client is not None, "start() first"
+        if params.task != "chat":
+            raise InvalidRequest("Gemini models serve chats, not legacy completions: use /v1/chat/completions.",
+                                 param="model")
         contents, config = contents_and_config(params)
         usage: Usage | None = None
         try:
@@ -58,6 +65,26 @@ class GeminiBackend:
             raise gemini_error(exc) from None
         if usage is not None:
             yield usage
+
+    async def embed(self, params: GenerationParams) -> Embedded:
+        """``embed_content`` for every input at once; Gemini's API does not count what it embedded, so its
+        ``count_tokens`` does, at the same time."""
+        assert self._client is not None, "start() first"
+        texts = [item for item in params.input or [] if isinstance(item, str)]
+        if len(texts) != len(params.input or []):
+            raise InvalidRequest("Gemini embeds texts, not token arrays.", param="input")
+        models = self._client.aio.models
+        config = types.EmbedContentConfig(output_dimensionality=params.dimensions)
+        try:
+            embedded, counted = await asyncio.gather(
+                models.embed_content(model=self.config.upstream_model, contents=cast(Any, texts), config=config),
+                models.count_tokens(model=self.config.upstream_model, contents=cast(Any, texts)))
+        except errors.APIError as exc:
+            raise gemini_error(exc) from None
+        vectors = [pack(embedding.values or []) for embedding in embedded.embeddings or []]
+        if len(vectors) != len(texts):
+            raise UpstreamError(f"Gemini sent {len(vectors)} embeddings for {len(texts)} inputs.")
+        return Embedded(vectors, Usage(prompt_tokens=counted.total_tokens or 0))
 
 
 def _delta(chunk: types.GenerateContentResponse) -> Delta | None:

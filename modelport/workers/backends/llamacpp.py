@@ -1,5 +1,6 @@
-"""A local GGUF model through llama-cpp-python: loaded once, generating in a thread bridged to asyncio,
-one token at a time, so cancellation stops it between tokens and usage counts are exact."""
+"""A local GGUF model through llama-cpp-python: loaded once, generating (chats through the model's chat
+template, legacy completions from the raw prompt) in a thread bridged to asyncio, one token at a time, so
+cancellation stops it between tokens and usage counts are exact; or, loaded to embed, embedding inputs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from modelport.protocol.envelope import ChoiceDelta, Delta, GenerationParams, Usage
 from modelport.protocol.errors import ContextLengthExceeded, InvalidRequest
+from modelport.protocol.vectors import pack, shortened, unit
+from modelport.workers.backends.base import Embedded
 from modelport.workers.backends.llamacpp_config import BUNDLED, LlamaCppConfig
 from modelport.workers.backends.stop_text import StopText
 from modelport.workers.backends.transcript_template import TRANSCRIPT_STOPS, TRANSCRIPT_TEMPLATE
@@ -37,8 +40,9 @@ def resolve_model_path(model_path: str) -> Path:
 class LlamaCppBackend:
     concurrency = 1
 
-    def __init__(self, config: LlamaCppConfig) -> None:
+    def __init__(self, config: LlamaCppConfig, *, embedding: bool = False) -> None:
         self.config = config
+        self.embedding = embedding  # loaded to embed (an LLM of kind embedding), not to generate
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._llm: llama_cpp.Llama | None = None
         self._formatter: Jinja2ChatFormatter | None = None
@@ -48,8 +52,11 @@ class LlamaCppBackend:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
 
     def _load(self) -> None:
+        # An embedding model reads each input in one batch (non-causal models need all of it at once).
+        batch = self.config.n_ctx if self.embedding else 512
         llm = llama_cpp.Llama(model_path=str(resolve_model_path(self.config.model_path)), n_ctx=self.config.n_ctx,
-                              n_threads=self.config.n_threads, n_gpu_layers=self.config.n_gpu_layers, verbose=False)
+                              n_threads=self.config.n_threads, n_gpu_layers=self.config.n_gpu_layers, verbose=False,
+                              embedding=self.embedding, n_batch=batch, n_ubatch=batch)
         template = self.config.chat_template or llm.metadata.get("tokenizer.chat_template")
         self._stops = list(self.config.stop)
         if not template:
@@ -72,6 +79,8 @@ class LlamaCppBackend:
         return self._llm.tokenize(prompt.encode(), add_bos=False, special=True)
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Usage]:
+        if self.embedding:
+            raise InvalidRequest("This llama.cpp worker serves embeddings only.", param="model")
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Delta | Usage | BaseException] = asyncio.Queue()
         stop = threading.Event()
@@ -92,6 +101,42 @@ class LlamaCppBackend:
             stop.set()
             await asyncio.shield(generation)
 
+    async def embed(self, params: GenerationParams) -> Embedded:
+        if not self.embedding:
+            raise InvalidRequest("This llama.cpp model generates text; register it with kind embedding to embed.",
+                                 param="model")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed, params)
+
+    def _embed(self, params: GenerationParams) -> Embedded:
+        """Each input's vector: pooled as the GGUF says (or averaged over its tokens when it pools none),
+        unit length, shortened to ``dimensions`` when asked; usage counts every input's tokens."""
+        llm = self._llm
+        assert llm is not None
+        texts = [self._input_text(item, f"input[{number}]") for number, item in enumerate(params.input or [])]
+        counts = [len(llm.tokenize(text.encode())) for text in texts]  # as llm.embed reads them
+        for number, count in enumerate(counts):
+            if count > self.config.n_ctx:
+                raise ContextLengthExceeded(f"This model's maximum context length is {self.config.n_ctx} tokens; "
+                                            f"input[{number}] has {count}.", param=f"input[{number}]")
+        size = llm.n_embd()
+        if params.dimensions is not None and params.dimensions > size:
+            raise InvalidRequest(f"This model's embeddings have {size} dimensions; 'dimensions' may not be more.",
+                                 param="dimensions")
+        vectors = [pack(shortened(unit(_pooled(llm.embed(text, normalize=False))), params.dimensions))
+                   for text in texts]
+        return Embedded(vectors, Usage(prompt_tokens=sum(counts)))
+
+    def _input_text(self, item: str | list[int], param: str) -> str:
+        """An input as text: token arrays are read back into the text they stand for."""
+        llm = self._llm
+        assert llm is not None
+        if isinstance(item, str):
+            return item
+        if any(token >= llm.n_vocab() for token in item):
+            raise InvalidRequest(f"Invalid value for '{param}': this model's tokens are below {llm.n_vocab()}.",
+                                 param=param)
+        return llm.detokenize(item).decode(errors="replace")
+
     def _generate(self, params: GenerationParams, emit: Callable[[Delta | Usage | BaseException], None],
                   stop: threading.Event) -> None:
         try:
@@ -101,19 +146,60 @@ class LlamaCppBackend:
 
     def _run(self, params: GenerationParams, emit: Callable[[Delta | Usage | BaseException], None],
              stop: threading.Event) -> Usage:
+        """Every choice of every prompt (a chat's one, formatted by the chat template; a completion's, raw),
+        one after another; usage counts each prompt once and every choice's tokens."""
+        chat = params.task == "chat"
+        prompts = [self.prompt_tokens(params.messages)] if chat else [
+            self._raw_prompt(prompt, params.suffix, f"prompt[{number}]")
+            for number, prompt in enumerate(params.prompts)]
+        read = produced = 0
+        for number, prompt in enumerate(prompts):
+            room = self.config.n_ctx - len(prompt)
+            if room <= 0:
+                raise ContextLengthExceeded(
+                    f"This model's maximum context length is {self.config.n_ctx} tokens. However, your "
+                    f"{'messages' if chat else 'prompt'} resulted in {len(prompt)} tokens.",
+                    param="messages" if chat else "prompt")
+            read += len(prompt)
+            for count in range(params.choices):
+                index = number * params.choices + count
+                if params.echo:
+                    emit(Delta(choices=[ChoiceDelta(index=index, content=self._echoed(params.prompts[number]))]))
+                produced += self._choice(prompt, min(params.completion_limit or room, room), params, index, emit, stop)
+                if stop.is_set():
+                    return Usage(prompt_tokens=read, completion_tokens=produced)
+        return Usage(prompt_tokens=read, completion_tokens=produced)
+
+    def _raw_prompt(self, prompt: str | list[int], suffix: str | None, param: str) -> list[int]:
+        """A completion's prompt as tokens, no chat template; with a ``suffix``, laid out for the model's
+        fill-in-the-middle tokens (a 400 for a model without them)."""
         llm = self._llm
         assert llm is not None
-        prompt = self.prompt_tokens(params.messages)
-        room = self.config.n_ctx - len(prompt)
-        if room <= 0:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {self.config.n_ctx} tokens. However, your messages "
-                f"resulted in {len(prompt)} tokens.", param="messages")
-        limit = min(params.completion_limit or room, room)
-        llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
-        text = StopText([stop for stop in params.stops if stop] + self._stops)
+        tokens = llm.tokenize(self._input_text(prompt, param).encode(), add_bos=suffix is None, special=True) \
+            if isinstance(prompt, str) or suffix is not None else list(prompt)
+        if suffix is None:
+            return tokens
+        vocab = llm._model.vocab
+        fim = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab),
+               llama_cpp.llama_vocab_fim_mid(vocab))
+        if min(fim) < 0:
+            raise InvalidRequest("This model has no fill-in-the-middle tokens, so it cannot take a 'suffix'.",
+                                 param="suffix")
+        after = llm.tokenize(suffix.encode(), add_bos=False, special=False)
+        return [llm.token_bos(), fim[0], *tokens, fim[1], *after, fim[2]]
+
+    def _echoed(self, prompt: str | list[int]) -> str:
+        return prompt if isinstance(prompt, str) else self._input_text(prompt, "prompt")
+
+    def _choice(self, prompt: list[int], limit: int, params: GenerationParams, index: int,
+                emit: Callable[[Delta | Usage | BaseException], None], stop: threading.Event) -> int:
+        """One choice generated from ``prompt``, emitted as it comes; the tokens it took."""
+        llm = self._llm
+        assert llm is not None
+        llm.set_seed(params.seed + index if params.seed is not None else random.randrange(2**31))
+        text = StopText([stop for stop in params.stops if stop] + (self._stops if params.task == "chat" else []))
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        produced, finish, opened = 0, "length", False
+        produced, finish, opened = 0, "length", params.task != "chat"
         for token in llm.generate(prompt, temp=_or(params.temperature, 1.0), top_p=_or(params.top_p, 1.0),
                                   reset=True):
             if stop.is_set() or llama_cpp.llama_vocab_is_eog(llm._model.vocab, token):
@@ -121,18 +207,26 @@ class LlamaCppBackend:
                 break
             produced += 1
             ready, hit = text.feed(decoder.decode(llm.detokenize([token])))
-            if not opened:  # the reply starts at its first visible character
+            if not opened:  # a chat reply starts at its first visible character
                 ready = ready.lstrip()
                 opened = bool(ready)
             if ready:
-                emit(Delta(choices=[ChoiceDelta(content=ready)]))
+                emit(Delta(choices=[ChoiceDelta(index=index, content=ready)]))
             if hit:
                 finish = "stop"
                 break
             if produced >= limit:
                 break
-        emit(Delta(choices=[ChoiceDelta(content=text.flush(decoder.decode(b"", final=True)), finish_reason=finish)]))
-        return Usage(prompt_tokens=len(prompt), completion_tokens=produced)
+        emit(Delta(choices=[ChoiceDelta(index=index, content=text.flush(decoder.decode(b"", final=True)),
+                                        finish_reason=finish)]))
+        return produced
+
+
+def _pooled(embedding: list[Any]) -> list[float]:
+    """One vector: the model's pooled one, or the mean of its tokens' when it pools none."""
+    if embedding and isinstance(embedding[0], list):
+        return [sum(column) / len(embedding) for column in zip(*embedding, strict=True)]
+    return [float(value) for value in embedding]
 
 
 def _token_text(llm: llama_cpp.Llama, token: int) -> str:

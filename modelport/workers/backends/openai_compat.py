@@ -1,4 +1,5 @@
-"""Any OpenAI-compatible upstream (OpenAI, vLLM, Ollama, llama.cpp's server), streamed over aiohttp.
+"""Any OpenAI-compatible upstream (OpenAI, vLLM, Ollama, llama.cpp's server) over aiohttp: chats and legacy
+completions streamed, embeddings in one answer.
 
 Measured on this machine, the official SDK (even on its aiohttp transport) took 1.5 ms to a first
 chunk that raw aiohttp gets in 0.7 ms, and ModelPort's budget for everything it adds is 2 ms; so the
@@ -25,6 +26,8 @@ from modelport.protocol.errors import (
     RateLimited,
     UpstreamError,
 )
+from modelport.protocol.vectors import pack
+from modelport.workers.backends.base import Embedded
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,9 @@ class OpenAICompatBackend:
     def __init__(self, config: OpenAICompatConfig) -> None:
         self.config = config
         self.concurrency = config.concurrency
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        root = config.base_url.rstrip("/")
+        self._urls = {"chat": root + "/chat/completions", "completion": root + "/completions",
+                      "embedding": root + "/embeddings"}
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         self._session: aiohttp.ClientSession | None = None
         self._extra_params = frozenset(config.extra_params)
@@ -67,13 +72,16 @@ class OpenAICompatBackend:
         if self._session is not None:
             await self._session.close()
 
+    def _body(self, params: GenerationParams, **fields: Any) -> bytes:
+        extra = {name: value for name, value in params.extra.items() if name in self._extra_params}
+        return orjson.dumps({**extra, **params.openai_fields(), "model": self.config.upstream_model, **fields})
+
     async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Usage]:
         assert self._session is not None, "start() first"
-        extra = {name: value for name, value in params.extra.items() if name in self._extra_params}
-        body = orjson.dumps({**extra, **params.openai_fields(), "model": self.config.upstream_model, "stream": True,
-                             "stream_options": {"include_usage": True}})
+        url = self._urls[params.task]
+        body = self._body(params, stream=True, stream_options={"include_usage": True})
         try:
-            async with self._session.post(self._url, data=body, headers=self._headers) as response:
+            async with self._session.post(url, data=body, headers=self._headers) as response:
                 if response.status >= 400:
                     raise upstream_error(response.status, _message(await response.read()))
                 async for line in response.content:
@@ -83,8 +91,45 @@ class OpenAICompatBackend:
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise DeadlineExceeded("The upstream model did not answer in time.", code="upstream_timeout") from None
         except aiohttp.ClientError as exc:
-            log.warning("could not reach the upstream at %s: %s", self._url, exc)
-            raise UpstreamError("Could not reach the upstream model.", code="upstream_unreachable") from None
+            raise unreachable(url, exc) from None
+
+    async def embed(self, params: GenerationParams) -> Embedded:
+        """The upstream's ``/embeddings``, asked for base64 (passed on as it comes: nothing decoded here)."""
+        assert self._session is not None, "start() first"
+        url = self._urls["embedding"]
+        try:
+            async with self._session.post(url, data=self._body(params, encoding_format="base64"),
+                                          headers=self._headers) as response:
+                raw = await response.read()
+                if response.status >= 400:
+                    raise upstream_error(response.status, _message(raw))
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise DeadlineExceeded("The upstream model did not answer in time.", code="upstream_timeout") from None
+        except aiohttp.ClientError as exc:
+            raise unreachable(url, exc) from None
+        return _embedded(raw, len(params.input or []))
+
+
+def unreachable(url: str, exc: aiohttp.ClientError) -> UpstreamError:
+    log.warning("could not reach the upstream at %s: %s", url, exc)
+    return UpstreamError("Could not reach the upstream model.", code="upstream_unreachable")
+
+
+def _embedded(raw: bytes, inputs: int) -> Embedded:
+    """An ``/embeddings`` answer's vectors in input order (base64, or floats from an upstream that ignores
+    ``encoding_format``), checked to be one per input."""
+    try:
+        answer = orjson.loads(raw)
+        rows = sorted(answer["data"], key=lambda row: row["index"])
+        vectors = [row["embedding"] if isinstance(row["embedding"], str) else pack(row["embedding"]) for row in rows]
+        usage = answer.get("usage") or {}
+        prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        log.warning("the upstream's embeddings answer is not OpenAI's: %.500r", raw)
+        raise UpstreamError("The upstream model sent an embeddings answer that is not OpenAI's.") from None
+    if len(vectors) != inputs:
+        raise UpstreamError(f"The upstream model sent {len(vectors)} embeddings for {inputs} inputs.")
+    return Embedded(vectors, Usage(prompt_tokens=prompt_tokens))
 
 
 def _parse_line(line: bytes) -> Delta | Usage | None:
@@ -108,11 +153,12 @@ def _parse_line(line: bytes) -> Delta | Usage | None:
 
 
 def _choice(choice: dict[str, Any]) -> ChoiceDelta:
+    """A chat chunk's choice (its ``delta``), or a legacy completion chunk's (its ``text``)."""
     delta = choice.get("delta") or {}
     calls = delta.get("tool_calls")
     return ChoiceDelta(
         index=choice.get("index", 0),
-        content=delta.get("content"),
+        content=choice["text"] if "text" in choice else delta.get("content"),
         tool_calls=[ToolCallFragment.model_validate(call) for call in calls] if calls else None,
         finish_reason=choice.get("finish_reason"),
     )

@@ -34,8 +34,9 @@ def validate_config(backend: str, config: dict[str, Any], policy: UpstreamPolicy
     return normalised
 
 
-def build_backend(backend: str, config: dict[str, Any], policy: UpstreamPolicy) -> Backend:
-    """The backend for a registration, refused (400) when this host's policy would not accept its config."""
+def build_backend(backend: str, config: dict[str, Any], policy: UpstreamPolicy, kind: str = "chat") -> Backend:
+    """The backend for a registration, refused (400) when this host's policy would not accept its config;
+    an LLM of ``kind`` embedding loads a local model to embed (the other backends do either on demand)."""
     policy.check(config)
     if backend == "fake":
         return FakeBackend(FakeConfig.model_validate(config))
@@ -44,7 +45,7 @@ def build_backend(backend: str, config: dict[str, Any], policy: UpstreamPolicy) 
     if backend == "llamacpp":
         from modelport.workers.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(LlamaCppConfig.model_validate(config))
+        return LlamaCppBackend(LlamaCppConfig.model_validate(config), embedding=kind == "embedding")
     if backend == "gemini":
         from modelport.workers.backends.gemini import GeminiBackend
 
