@@ -20,7 +20,11 @@ bench: deps
 	$(BIN)/python -m bench.overhead
 	$(BIN)/python -m bench.llamacpp_throughput
 
-deps: $(BIN)/modelport system-deps
+deps: $(BIN)/modelport system-deps tests/node/node_modules/.package-lock.json
+
+# The official openai Node SDK, pinned, for tests/test_node_sdk.py.
+tests/node/node_modules/.package-lock.json: tests/node/package-lock.json | system-deps
+	@npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
 # llama.cpp is compiled once per machine into a wheel kept in the user's cache, for any CPU of the machine's
 # architecture (AVX2 on x86-64), not with -march=native: its AMX kernels crash on some virtual machines. Only
@@ -47,9 +51,11 @@ $(BIN)/modelport: pyproject.toml
 	@touch $@
 
 # The real servers and browser the tests start on free ports (they never use ones already running).
-SYSTEM_PACKAGES := redis-server postgresql nginx-light chromium openssl docker-compose slapd ldap-utils
+SYSTEM_PACKAGES := redis-server postgresql nginx-light chromium openssl docker-compose slapd ldap-utils \
+	$(if $(shell command -v npm),,nodejs npm)
 system-deps:
 	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| ! command -v npm >/dev/null \
 		|| ! command -v nginx >/dev/null || ! command -v chromium >/dev/null || ! command -v docker-compose >/dev/null \
 		|| ! command -v ldapadd >/dev/null || ! test -x /usr/sbin/slapd; then \
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES); \

@@ -206,7 +206,7 @@ def test_model_config_is_validated_before_it_is_saved(panel: Panel) -> None:
 
 def test_deployments_and_fallbacks_are_validated_before_they_are_saved(panel: Panel) -> None:
     client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
-    form = {"name": "spread", "backend": "fake", "config": "{}", "enabled": "on", "max_queue": "16",
+    form = {"name": "spread", "kind": "chat", "backend": "fake", "config": "{}", "enabled": "on", "max_queue": "16",
             "deployments": json.dumps({"second": {"backend": "openai_compat", "config": {"base_url": "http://x/v1"}}}),
             "fallbacks": "[]", "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")}
     refused = client.post("/admin/llm/create", data=form)
@@ -235,7 +235,8 @@ def test_editing_a_model_in_the_admin_reaches_its_running_workers(panel: Panel) 
     [(llm_id,)] = query(panel.system, "SELECT id FROM llm WHERE name = 'quick'")
     client, _ = logged_in(panel.base, "root", ADMIN_PASSWORD)
     edited = client.post("/admin/llm/edit", params={"pk": str(llm_id)}, data={
-        "name": "quick", "backend": "fake", "config": json.dumps({"reply": "edited in the admin"}), "enabled": "on",
+        "name": "quick", "kind": "chat", "backend": "fake", "config": json.dumps({"reply": "edited in the admin"}),
+        "enabled": "on",
         "max_queue": "256", "csrftoken": client.cookies.get("starlette_admin_csrftoken", "")})
     assert edited.status_code == 303, edited.text
     deadline = time.monotonic() + 2
@@ -449,10 +450,10 @@ def test_the_whole_flow_in_a_real_browser(panel: Panel) -> None:
         admin.goto(f"{panel.base}/admin/usage")
         admin.wait_for_timeout(300)
         admin.screenshot(path=str(docs / "admin-usage.png"), full_page=True)
-        assert admin.locator("canvas").count() == 4
+        assert admin.locator("canvas").count() == 6
         assert "(0 requests)" not in admin.content()
         export = admin.request.get(f"{panel.base}/admin/usage/export.csv")
-        assert export.ok and "browser-model" in export.text()
+        assert export.ok and "browser-model,chat,200" in export.text()
         browser.close()
 
 

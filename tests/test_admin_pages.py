@@ -215,6 +215,13 @@ def test_a_model_is_registered_with_its_backends_own_fields_then_tested(site: Si
     listing = client.get("/admin/llm/list").text
     assert "pong answered: pong pong" in listing and "Live workers" in listing
 
+    assert register(client, name="vectors", backend="fake", kind="embedding",
+                    **{"fake.dimensions": "5"}).status_code == 200
+    assert json.loads(site.system.cli("llm", "show", "vectors", "--json"))["kind"] == "embedding"
+    site.system.workers("vectors")
+    embedded = client.post("/admin/register-model/test", data={"model": "vectors"}, headers=csrf).json()
+    assert embedded["ok"] is True and embedded["answer"] == "a vector of 5 values"
+
 
 def test_what_only_administrators_may_do_is_refused_to_others(site: Site) -> None:
     client, _ = logged_in(site.admin, "pat", "pat-password")
@@ -232,7 +239,7 @@ def test_the_registration_form_bounds_what_it_takes(site: Site) -> None:
     cases: list[tuple[dict[str, str | list[str]], str]] = [
         ({"max_queue": "100001"}, "max_queue"), ({"max_queue": "-3"}, "max_queue"),
         ({"groups": ["no-such-group"]}, "groups"), ({"name": "bad name!"}, "name"),
-        ({"backend": "nonsense"}, "backend"), ({"fake.delay_ms": "-5"}, "fake.delay_ms")]
+        ({"backend": "nonsense"}, "backend"), ({"fake.delay_ms": "-5"}, "fake.delay_ms"), ({"kind": "vision"}, "kind")]
     for fields, field in cases:
         refused = register(client, **{"name": "bounded", "backend": "fake", **fields})
         assert refused.status_code == 422 and f'data-field="{field}"' in refused.text, (fields, refused.text[-400:])
@@ -255,7 +262,7 @@ def test_prices_and_budgets_are_set_in_the_admin_forms_and_checked(site: Site) -
     assert made.status_code == 303
     assert query(site.system, f"SELECT budget_day, budget_total FROM ratelimit WHERE subject_id = {group_id}") == [
         (3.5, 0.0)]
-    llm = {"name": "priced-form", "backend": "fake", "config": "{}", "enabled": "on", "max_queue": "4",
+    llm = {"name": "priced-form", "kind": "chat", "backend": "fake", "config": "{}", "enabled": "on", "max_queue": "4",
            "input_price": "-2", "csrftoken": csrf}
     refused = client.post("/admin/llm/create", data=llm)
     assert refused.status_code == 422 and "Zero (free) or more." in refused.text

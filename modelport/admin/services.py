@@ -63,7 +63,8 @@ class AdminServices:
             llm = await admin_reads.llm_named(session, model)
         if llm is None:
             raise NotFound(f"No llm named '{model}'.", param="model")
-        params = GenerationParams(messages=[{"role": "user", "content": TEST_PROMPT}], max_tokens=TEST_MAX_TOKENS)
+        params = (GenerationParams(task="embedding", input=[TEST_PROMPT]) if llm.kind == "embedding" else
+                  GenerationParams(messages=[{"role": "user", "content": TEST_PROMPT}], max_tokens=TEST_MAX_TOKENS))
         return await self._broker.try_model(model, params, user=user.name, user_id=user.id or 0,
                                             max_queue=llm.max_queue, timeout_s=TEST_TIMEOUT_S)
 

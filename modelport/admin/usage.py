@@ -1,4 +1,4 @@
-"""The usage page for administrators: requests and tokens per day, per model and per user, as charts
+"""The usage page for administrators: requests and tokens per day, per model, per user and per endpoint, as charts
 (Chart.js 4, vendored under static/), and the records behind them as CSV."""
 
 from __future__ import annotations
@@ -38,16 +38,19 @@ class UsageChartsView(CustomView):
         records, names = await self._records(request)
         by_model: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
         by_user: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        by_endpoint: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
         for record in records:
             day = as_utc(record.created_at or utcnow()).date().isoformat()
             tokens = record.prompt_tokens + record.completion_tokens
-            for table, key in ((by_model, record.model), (by_user, names.get(record.user_id or 0, "?"))):
+            for table, key in ((by_model, record.model), (by_user, names.get(record.user_id or 0, "?")),
+                               (by_endpoint, record.endpoint)):
                 table[key][day][0] += 1
                 table[key][day][1] += tokens
         days = [(utcnow() - timedelta(days=back)).date().isoformat() for back in range(DAYS - 1, -1, -1)]
         context: dict[str, Any] = {"title": "Usage", "days": days, "charts": {
             "requests-by-model": _series(by_model, days, 0), "tokens-by-model": _series(by_model, days, 1),
-            "requests-by-user": _series(by_user, days, 0), "tokens-by-user": _series(by_user, days, 1)},
+            "requests-by-user": _series(by_user, days, 0), "tokens-by-user": _series(by_user, days, 1),
+            "requests-by-endpoint": _series(by_endpoint, days, 0), "tokens-by-endpoint": _series(by_endpoint, days, 1)},
             "total": len(records), "base": str(request.scope.get("root_path", "")) + self.path}
         assert self.templates is not None
         return self.templates.TemplateResponse(request=request, name="usage.html", context=context)
@@ -61,10 +64,11 @@ class UsageChartsView(CustomView):
         records, names = await self._records(request)
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["created_at", "user", "model", "status", "stream", "prompt_tokens", "completion_tokens",
-                         "latency_ms", "ttft_ms", "job_id"])
+        writer.writerow(["created_at", "user", "model", "endpoint", "status", "stream", "prompt_tokens",
+                         "completion_tokens", "latency_ms", "ttft_ms", "job_id"])
         for record in records:
-            writer.writerow([record.created_at, names.get(record.user_id or 0, ""), record.model, record.status,
+            writer.writerow([record.created_at, names.get(record.user_id or 0, ""), record.model, record.endpoint,
+                             record.status,
                              record.stream, record.prompt_tokens, record.completion_tokens, record.latency_ms,
                              record.ttft_ms, record.job_id])
         return Response(out.getvalue(), media_type="text/csv",

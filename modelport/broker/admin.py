@@ -14,6 +14,7 @@ from modelport.protocol.connection import redis_client
 from modelport.protocol.envelope import Delta, Failed, GenerationParams
 from modelport.protocol.errors import ErrorBody, ModelPortError
 from modelport.protocol.registrations import Registration
+from modelport.protocol.vectors import unpack
 
 
 class AdminBroker:
@@ -50,8 +51,11 @@ class AdminBroker:
             event = await handle.next()
             if isinstance(event, Delta):
                 answer.extend(choice.content or "" for choice in event.choices)
-            else:
-                return "".join(answer), event.error if isinstance(event, Failed) else None
+            elif isinstance(event, Failed):
+                return "".join(answer), event.error
+            else:  # an embedding model's answer is its vectors' length
+                vectors = [unpack(packed) for packed in event.embeddings or []]
+                return "".join(answer) or " ".join(f"a vector of {len(vector)} values" for vector in vectors), None
 
     async def spend_of(self, subjects: list[str]) -> list[dict[str, str]]:
         """Each limited subject's spend hash (``day``, ``month``, ``total`` as "period:micro-units")."""

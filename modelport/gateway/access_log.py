@@ -1,5 +1,5 @@
 """One JSON line per request on the ``modelport.access`` logger (never tokens or prompts), and the
-request counter by model and status."""
+request counter by model, status and endpoint."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from modelport.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("modelport.access")
 QUIET = {"/healthz", "/readyz", "/metrics"}
+# The requests counted by model, status and endpoint: those that ask a model for something.
+COUNTED = {"/v1/chat/completions": "chat", "/v1.0/chat/completions": "chat", "/v1/completions": "completions",
+           "/v1/embeddings": "embeddings", "/v1/responses": "responses"}
 
 
 class AccessLog:
@@ -47,6 +50,7 @@ class AccessLog:
         line = {"time": round(time.time(), 3), "pid": os.getpid(), "client": client[0] if client else None,
                 "method": scope["method"], "path": scope["path"], "status": status, "ms": round(elapsed * 1000, 1),
                 "bytes": sent, **fields}
-        if scope["path"].endswith("/chat/completions"):
-            self.metrics.requests.labels(str(fields.get("model", "")), str(status)).inc()
+        endpoint = COUNTED.get(scope["path"])
+        if endpoint is not None and scope["method"] == "POST":
+            self.metrics.requests.labels(str(fields.get("model", "")), str(status), endpoint).inc()
         log.info(orjson.dumps(line).decode())

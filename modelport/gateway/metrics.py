@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("modelport_requests", "Chat requests by model and HTTP status",
-                                ["model", "status"], registry=self.registry)
+        self.requests = Counter("modelport_requests", "Model requests by model, HTTP status and endpoint (chat, "
+                                "completions, embeddings, responses)", ["model", "status", "endpoint"],
+                                registry=self.registry)
         self.rejected = Counter("modelport_rejected_requests", "Requests refused before reaching a worker",
                                 ["reason"], registry=self.registry)
         self.ttft = Histogram("modelport_time_to_first_token_seconds", "From request to first token",
