@@ -155,6 +155,24 @@ near_valid_completion = st.fixed_dictionaries(
               "n": json_values, "best_of": json_values, "echo": json_values, "suffix": json_values,
               "stream": json_values, "max_tokens": json_values, "stop": json_values, "logprobs": json_values},
 )
+item = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", "x"]) | json_values,
+    "role": st.sampled_from(["user", "assistant", "system", "tool"]) | json_values,
+    "content": st.text(max_size=8) | st.lists(st.fixed_dictionaries({"type": st.sampled_from(
+        ["input_text", "input_image", "output_text", "input_file"])}, optional={"text": json_values,
+                                                                                "image_url": json_values}),
+        max_size=3) | json_values,
+    "call_id": json_values, "name": json_values, "arguments": json_values, "output": json_values})
+near_valid_response = st.fixed_dictionaries(
+    {"model": st.sampled_from(["fake", "oc-tools", "fake-embed"]) | json_values},
+    optional={"input": st.text(max_size=20) | st.lists(item, max_size=3) | json_values,
+              "instructions": json_values, "tools": st.lists(st.fixed_dictionaries({"type": st.sampled_from(
+                  ["function", "web_search"]) | json_values}, optional={"name": json_values,
+                                                                        "parameters": json_values}), max_size=2)
+              | json_values, "tool_choice": json_values, "text": json_values, "stream": json_values,
+              "previous_response_id": json_values, "metadata": json_values, "store": json_values,
+              "max_output_tokens": json_values, "background": json_values},
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -166,11 +184,13 @@ def test_random_bodies_never_get_a_500(live: Live, body: Any, path: str) -> None
         assert "error" in response.json()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.tuples(st.just("/v1/embeddings"), near_valid_embedding | json_values | st.binary(max_size=64)),
                       st.tuples(st.just("/v1/completions"), near_valid_completion | json_values
+                                | st.binary(max_size=64)),
+                      st.tuples(st.just("/v1/responses"), near_valid_response | json_values
                                 | st.binary(max_size=64))))
-def test_random_embedding_and_completion_bodies_never_get_a_500(live: Live, data: tuple[str, Any]) -> None:
+def test_random_bodies_of_the_other_endpoints_never_get_a_500(live: Live, data: tuple[str, Any]) -> None:
     path, body = data
     response = post(live, body, live.token, path)
     assert response.status_code < 500 or response.status_code == 503, response.text

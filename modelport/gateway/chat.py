@@ -10,7 +10,7 @@ from starlette.types import ASGIApp
 
 from modelport.db.queries import ModelEntry
 from modelport.gateway.auth import Principal
-from modelport.gateway.dispatch import Job, dispatch
+from modelport.gateway.dispatch import JobSpec, dispatch
 from modelport.gateway.json_response import FastJSONResponse
 from modelport.gateway.render import BodyBuilder, ChunkRenderer, CompletionBuilder, KuwaRenderer, StreamRenderer
 from modelport.gateway.settings import GatewaySettings
@@ -39,7 +39,7 @@ async def chat_completions(request: Request) -> ASGIApp:
         return (KuwaRenderer if kuwa else ChunkRenderer)(job_id, model, created, chat.include_usage)
 
     reserve = chat.completion_reserve(state.settings.completion_reserve)
-    job = Job("chat", chat.generation_params(), chat.prompt_estimate(), reserve, stream, render)
+    job = JobSpec("chat", chat.generation_params(), chat.prompt_estimate(), reserve, stream, render)
     return await dispatch(request, principal, entry, job, chat.model)
 
 
@@ -62,11 +62,14 @@ async def authenticated(request: Request) -> Principal:
 
 
 async def permitted(request: Request, principal: Principal, model: str, kind: str, requested: str) -> ModelEntry:
-    """The model's entry when the caller may use it for this endpoint's ``kind`` of job; it becomes the
-    access log's and the metrics' model: the LLM (a bounded set), not an alias's or preset's name (which
-    users create)."""
+    """The model's entry when the caller may use it for this endpoint's ``kind`` of job (presets, whose rules
+    are a chat's, only on chat completions); it becomes the access log's and the metrics' model: the LLM (a
+    bounded set), not an alias's or preset's name (which users create)."""
     state: GatewayState = request.state.gateway
     entry = await state.auth.permitted_model(principal, model, kind)
+    if entry.preset is not None and not request.url.path.endswith("/chat/completions"):
+        raise InvalidRequest(f"The model '{model}' is a preset: presets serve /v1/chat/completions only.",
+                             code="preset_not_supported", param="model")
     request.state.access["model"] = entry.llm
     if requested != entry.llm:
         request.state.access["requested"] = requested

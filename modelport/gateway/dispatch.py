@@ -21,7 +21,7 @@ from modelport.protocol.envelope import GenerationParams
 
 
 @dataclass
-class Job:
+class JobSpec:
     """What an endpoint asks of the spine: the job's parameters, its size for the limits, how it answers."""
 
     endpoint: str  # the usage records' and metrics' name for it: chat, completions, embeddings, responses
@@ -34,7 +34,7 @@ class Job:
     keep: Keep | None = None  # run on the finished answer's renderer before its last bytes go out
 
 
-async def dispatch(request: Request, principal: Principal, entry: ModelEntry, job: Job,
+async def dispatch(request: Request, principal: Principal, entry: ModelEntry, job: JobSpec,
                    requested: str) -> JobResponse:
     """Admit the request, queue its job on ``entry``'s LLM (its other deployments and its fallbacks the
     caller may use after it) and answer with what the job sends; ``requested`` is the name the caller used."""

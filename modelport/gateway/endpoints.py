@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp
 
 from modelport.gateway.chat import authenticated, permitted, read_body
-from modelport.gateway.dispatch import Job, dispatch
+from modelport.gateway.dispatch import JobSpec, dispatch
 from modelport.gateway.endpoint_render import EmbeddingsBuilder, TextCompletionBuilder, TextCompletionRenderer
 from modelport.gateway.render import BodyBuilder, StreamRenderer
 from modelport.gateway.state import GatewayState
@@ -25,7 +25,7 @@ async def embeddings(request: Request) -> ASGIApp:
     def render(_job_id: str, model: str, _created: int) -> BodyBuilder:
         return EmbeddingsBuilder(model, wanted.encoding_format)
 
-    job = Job("embeddings", wanted.generation_params(), estimate(wanted.inputs), 0, False, render)
+    job = JobSpec("embeddings", wanted.generation_params(), estimate(wanted.inputs), 0, False, render)
     return await dispatch(request, principal, entry, job, wanted.model)
 
 
@@ -42,6 +42,6 @@ async def completions(request: Request) -> ASGIApp:
             return TextCompletionRenderer(job_id, model, created, wanted.include_usage)
         return TextCompletionBuilder(job_id, model, created)
 
-    job = Job("completions", wanted.generation_params(), estimate(wanted.prompts), wanted.completion_reserve(),
+    job = JobSpec("completions", wanted.generation_params(), estimate(wanted.prompts), wanted.completion_reserve(),
               stream, render)
     return await dispatch(request, principal, entry, job, wanted.model)

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 
 from modelport.gateway.auth import Principal
 from modelport.gateway.chat import authenticated, permitted, read_body
-from modelport.gateway.dispatch import Job, dispatch
+from modelport.gateway.dispatch import JobSpec, dispatch
 from modelport.gateway.json_response import FastJSONResponse
 from modelport.gateway.render import BodyBuilder, StreamRenderer
 from modelport.gateway.responses_render import ResponseBuilder, ResponseState, ResponseStreamRenderer
@@ -61,7 +61,7 @@ async def create_response(request: Request) -> ASGIApp:
 
     estimate = len(orjson.dumps(params.messages)) // 4 + 1
     reserve = wanted.max_output_tokens or state.settings.completion_reserve
-    job = Job("responses", params, estimate, reserve, stream, render, keep)
+    job = JobSpec("responses", params, estimate, reserve, stream, render, keep)
     return await dispatch(request, principal, entry, job, wanted.model)
 
 
