@@ -71,6 +71,16 @@ def test_messages_and_parameters_are_mapped_to_gemini(gemini: openai.OpenAI) -> 
     assert answer.choices[0].finish_reason == "stop"
 
 
+def test_the_responses_api_reaches_gemini_as_a_chat(gemini: openai.OpenAI) -> None:
+    answer = gemini.responses.create(model="g-echo", input="And now?", instructions="Be terse.",
+                                     max_output_tokens=40)
+    seen = json.loads(answer.output_text.removesuffix(" done"))
+    assert seen["system"]["parts"] == [{"text": "Be terse."}]
+    assert seen["contents"] == [{"role": "user", "parts": [{"text": "And now?"}]}]
+    assert seen["config"]["maxOutputTokens"] == 40
+    assert answer.usage is not None and (answer.usage.input_tokens, answer.usage.output_tokens) == (7, 3)
+
+
 def test_streaming_through_the_sdk(gemini: openai.OpenAI) -> None:
     chunks = list(gemini.chat.completions.create(model="g-echo", stream=True, stream_options={"include_usage": True},
                                                  messages=[{"role": "user", "content": "hi"}]))
