@@ -5,7 +5,9 @@ ModelPort (gateway + Redis + openai_compat worker), all on this machine:
 
 1. concurrency 1: added time to first token and added total latency (p50/p99);
 2. concurrency 50: streamed requests per second, p99, and CPU of gateway + worker + Redis per request;
-3. 1,000 concurrent slow streams held by one gateway process: its RSS, its Redis connections, and
+3. 200 concurrent streams of 64 chunks 5 ms apart: time to first token, total and the longest gap between
+   two chunks a client sees, against the same load sent direct;
+4. 1,000 concurrent slow streams held by one gateway process: its RSS, its Redis connections, and
    whether any text was lost or reordered.
 
 Run with ``make bench`` (or ``python -m bench.overhead --help`` for the sizes).
@@ -31,6 +33,7 @@ from tests.upstreams.openai_server import WORDS
 
 MESSAGES = [{"role": "user", "content": "benchmark"}]
 UPSTREAM_FAST = "chunks-64"
+PACED = "slow-5-64"  # 64 chunks 5 ms apart: 320 ms of streaming
 
 
 @dataclass
@@ -38,11 +41,15 @@ class Timing:
     ttft: float
     total: float
     text: str
+    gap: float = 0.0  # the longest wait between two chunks
+
+
 
 
 async def stream_once(session: aiohttp.ClientSession, url: str, token: str, model: str) -> Timing:
     started = time.perf_counter()
-    ttft = 0.0
+    ttft = gap = 0.0
+    last = started
     parts: list[str] = []
     body = {"model": model, "messages": MESSAGES, "stream": True}
     async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
@@ -51,11 +58,15 @@ async def stream_once(session: aiohttp.ClientSession, url: str, token: str, mode
             line = raw.strip()
             if not line.startswith(b"data: {"):
                 continue
+            now = time.perf_counter()
             if not ttft:
-                ttft = time.perf_counter() - started
+                ttft = now - started
+            else:
+                gap = max(gap, now - last)
+            last = now
             parts.append(line.decode())
     text = "".join(_content(part) for part in parts)
-    return Timing(ttft, time.perf_counter() - started, text)
+    return Timing(ttft, time.perf_counter() - started, text, gap)
 
 
 def _content(frame: str) -> str:
@@ -119,12 +130,15 @@ def start(root: Path, redis_server: RedisServer, slow_delay_ms: int, slow_chunks
     system.cli("llm", "add", "slow", "--backend", "openai_compat", "--base-url", upstream_url,
                "--upstream-model", f"slow-{slow_delay_ms}-{slow_chunks}", "--concurrency", "2000",
                "--max-queue", "4096")
+    system.cli("llm", "add", "paced", "--backend", "openai_compat", "--base-url", upstream_url,
+               "--upstream-model", PACED, "--concurrency", "2000", "--max-queue", "4096")
     system.cli("group", "add", "bench")
     system.cli("group", "grant", "bench", "slow")
+    system.cli("group", "grant", "bench", "paced")
     token = system.user_with_token("fast")
     gateway = system.gateway()
     gateway_pid = system.processes[-1].handle.pid
-    fast_worker, _slow_worker = system.workers("fast", "slow")
+    fast_worker, _slow_worker, _paced_worker = system.workers("fast", "slow", "paced")
     assert redis_server.process is not None
     processes = {"gateway": psutil.Process(gateway_pid), "redis": psutil.Process(redis_server.process.pid),
                  "worker": psutil.Process(fast_worker.handle.pid)}
@@ -162,6 +176,20 @@ def report_concurrent(bench: Bench, count: int, concurrency: int) -> None:
     assert all(t.text == expected for t in through), "text lost or reordered under load"
 
 
+def report_paced(bench: Bench, streams: int) -> None:
+    """Many streams whose tokens come at a model's pace: each must stay a stream (first token early, no
+    answer in one lump), not only finish."""
+    print(f"\n== concurrency {streams}, {streams} streams of 64 chunks 5 ms apart (320 ms of streaming each)")
+    token = bench.system.user_with_token("paced")
+    _, direct = asyncio.run(concurrent(f"{bench.upstream}/chat/completions", token, PACED, streams, streams))
+    _, through = asyncio.run(concurrent(f"{bench.gateway}/v1/chat/completions", token, "paced", streams, streams))
+    for label, key, q, allowance in (("time to first token p50", "ttft", .5, 50), ("total p50", "total", .5, 100),
+                                     ("longest gap between chunks p99", "gap", .99, None)):
+        d, m = pct([getattr(t, key) for t in direct], q), pct([getattr(t, key) for t in through], q)
+        target = f"target <= direct + {allowance} ms" if allowance else "target <= 100 ms"
+        print(f"  {label:>31}: direct {d:7.1f} ms | modelport {m:7.1f} ms | added {m - d:+7.1f} ms ({target})")
+
+
 def report_slow_streams(bench: Bench, streams: int, delay_ms: int, chunks: int) -> None:
     print(f"\n== {streams} concurrent slow streams ({chunks} chunks, {delay_ms} ms apart) on one gateway")
     token = bench.system.user_with_token("slow")
@@ -197,6 +225,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--streams", type=int, default=1000)
+    parser.add_argument("--paced", type=int, default=200, help="concurrent streams paced 5 ms a chunk")
     parser.add_argument("--slow-delay-ms", type=int, default=500)
     parser.add_argument("--slow-chunks", type=int, default=20)
     args = parser.parse_args()
@@ -207,6 +236,7 @@ def main() -> None:
     try:
         report_sequential(bench, args.sequential)
         report_concurrent(bench, args.requests, args.concurrency)
+        report_paced(bench, args.paced)
         report_slow_streams(bench, args.streams, args.slow_delay_ms, args.slow_chunks)
     finally:
         bench.system.stop()

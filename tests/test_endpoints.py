@@ -59,7 +59,7 @@ def test_sdk_embeds_one_text_in_base64_by_default_and_floats_when_asked(live: Li
     assert (record.endpoint, record.model, record.prompt_tokens, record.completion_tokens) == (
         "embeddings", "fake-embed", 4, 0)
     metrics = httpx.get(f"{live.base}/metrics").text
-    assert 'modelport_requests_total{model="fake-embed",status="200",endpoint="embeddings"}' in metrics
+    assert 'modelport_requests_total{endpoint="embeddings",model="fake-embed",status="200"}' in metrics
 
 
 def test_a_batch_is_one_job_in_input_order(live: Live) -> None:

@@ -72,8 +72,8 @@ def test_fallbacks_chain_and_the_answering_model_is_counted(live: Live, models: 
     assert answer.status_code == 200 and answer.headers["x-modelport-served-by"] == "fb-answer"
     assert re.match(r"chatcmpl-[0-9a-f]{32}$", answer.headers["x-request-id"])
     metrics = httpx.get(f"{live.base}/metrics").text
-    assert re.search(r'modelport_requests_total\{model="fb-answer",status="200",endpoint="chat"\} [1-9]', metrics)
-    assert not re.search(r'modelport_requests_total\{model="fb-500",status="200",endpoint="chat"\}', metrics)
+    assert re.search(r'modelport_requests_total\{endpoint="chat",model="fb-answer",status="200"\} [1-9]', metrics)
+    assert not re.search(r'modelport_requests_total\{endpoint="chat",model="fb-500",status="200"\}', metrics)
     live.system.cli("llm", "set", "fb-500", "--fallbacks", "fb-answer")
 
 

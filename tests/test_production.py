@@ -157,7 +157,7 @@ def test_metrics_count_requests_and_show_queues(site: Site) -> None:
         httpx.post(f"{base}/v1/chat/completions", json=chat_body("quick"), headers=auth)
     httpx.post(f"{base}/v1/chat/completions", json=chat_body("nope"), headers=auth)
     text = httpx.get(f"{base}/metrics").text
-    served = re.search(r'modelport_requests_total\{model="quick",status="200",endpoint="chat"\} (\d+)', text)
+    served = re.search(r'modelport_requests_total\{endpoint="chat",model="quick",status="200"\} (\d+)', text)
     assert served is not None and int(float(served.group(1))) >= 3
     assert 'modelport_rejected_requests_total{reason="model_not_found"}' in text
     assert 'modelport_live_workers{model="quick"} 2.0' in text
@@ -180,7 +180,7 @@ def test_several_gateway_processes_on_one_port_report_summed_metrics(site: Site)
     until(lambda: len(access_lines(site.system.processes[-1])) >= 16, "the requests are in the access log")
     pids = {line["pid"] for line in access_lines(site.system.processes[-1])}
     text = httpx.get(f"{base}/metrics").text
-    served = re.search(r'modelport_requests_total\{model="quick",status="200",endpoint="chat"\} (\d+)', text)
+    served = re.search(r'modelport_requests_total\{endpoint="chat",model="quick",status="200"\} (\d+)', text)
     assert statuses == [200] * 16 and len(pids) >= 1
     assert served is not None and int(float(served.group(1))) == 16, "every process's requests are summed"
 

@@ -138,7 +138,7 @@ def test_unknown_model_names_never_become_metric_labels(guarded: Guarded) -> Non
     assert post(guarded, {**HELLO, "model": "fake"}).status_code == 200
     metrics = httpx.get(f"{guarded.base}/metrics").text
     assert probe not in metrics
-    assert 'modelport_requests_total{model="fake",status="200",endpoint="chat"}' in metrics
+    assert 'modelport_requests_total{endpoint="chat",model="fake",status="200"}' in metrics
 
 
 def test_one_user_cannot_fill_a_models_whole_queue(guarded: Guarded) -> None:
