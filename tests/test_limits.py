@@ -35,8 +35,9 @@ def limited(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory,
     system.cli("llm", "add", "quick", "--backend", "fake")
     system.cli("llm", "add", "slow", "--backend", "fake", "--delay-ms", "150", "--chunks", "12")
     system.cli("llm", "add", "single", "--backend", "fake", "--delay-ms", "40", "--chunks", "3", "--concurrency", "1")
+    system.cli("llm", "add", "vectors", "--backend", "fake", "--kind", "embedding")
     gateways = [system.gateway(), system.gateway()]
-    system.workers("quick", "slow", "single")
+    system.workers("quick", "slow", "single", "vectors")
     yield Limited(system, gateways)
     system.stop()
 
@@ -68,6 +69,20 @@ def test_requests_per_minute_hold_across_gateways(limited: Limited) -> None:
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.headers["x-ratelimit-limit-requests"] == "60"
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_every_endpoint_counts_against_the_same_limits(limited: Limited) -> None:
+    token = new_user(limited, "polyglot")
+    limited.system.cli("group", "grant", "slow-polyglot", "vectors")
+    limited.system.changed("limit", "set", "user", "polyglot", "--rpm", "3")
+    headers = {"Authorization": f"Bearer {token}"}
+    base = limited.gateways[0]
+    answers = [ask(base, token),
+               httpx.post(f"{base}/v1/completions", headers=headers, json={"model": "quick", "prompt": "hi"}),
+               httpx.post(f"{base}/v1/responses", headers=headers, json={"model": "quick", "input": "hi"}),
+               httpx.post(f"{base}/v1/embeddings", headers=headers, json={"model": "vectors", "input": "hi"})]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+    assert [answer.headers["x-ratelimit-remaining-requests"] for answer in answers] == ["2", "1", "0", "0"]
 
 
 def test_success_carries_rate_limit_headers(limited: Limited) -> None:

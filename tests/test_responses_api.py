@@ -151,4 +151,5 @@ def test_unsupported_and_malformed_requests_are_400s(live: Live) -> None:
     for query, param in (("limit=0", "limit"), ("limit=x", "limit"), ("order=up", "order"), ("after=nope", "after")):
         listed = httpx.get(f"{live.base}/v1/responses/{made['id']}/input_items?{query}", headers=headers)
         assert listed.status_code == 400 and listed.json()["error"]["param"] == param
-    assert httpx.get(f"{live.base}/v1/responses/{'x' * 5000}", headers=headers).status_code == 404
+    for method in ("GET", "DELETE"):
+        assert httpx.request(method, f"{live.base}/v1/responses/{'x' * 5000}", headers=headers).status_code == 404

@@ -36,8 +36,10 @@ class PlaygroundView(CustomView):
     async def index(self, request: Request) -> Response:
         services: AdminServices = request.state.services
         user: User = request.state.user
-        async with services.sessions() as session:
-            models = sorted(await queries.permitted_models(session, user.id or 0))
+        async with services.sessions() as session:  # the models one may chat with (not embedding models)
+            catalog = await queries.enabled_models(session)
+            models = sorted(name for name in await queries.permitted_models(session, user.id or 0)
+                            if name in catalog and catalog[name].kind == "chat")
         context: dict[str, Any] = {"title": "Playground", "models": models, "csrf": request.state.csrf_token,
                                    "api_url": services.settings.public_api_url.rstrip("/"),
                                    "base": str(request.scope.get("root_path", "")) + self.path}

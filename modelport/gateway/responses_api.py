@@ -26,6 +26,7 @@ from modelport.protocol.responses_wire import ResponseRequest, messages_of, new_
 
 log = logging.getLogger(__name__)
 MAX_ITEMS_PAGE = 100
+MAX_ID = 128  # the longest response id looked up (ours are 37 characters)
 
 
 async def create_response(request: Request) -> ASGIApp:
@@ -75,7 +76,7 @@ async def delete_response(request: Request) -> Response:
     state: GatewayState = request.state.gateway
     principal = await authenticated(request)
     response_id = request.path_params["response_id"]
-    if not await state.broker.responses.delete(response_id, principal.user_id):
+    if len(response_id) > MAX_ID or not await state.broker.responses.delete(response_id, principal.user_id):
         raise not_found(response_id)
     return FastJSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
@@ -109,11 +110,11 @@ async def list_input_items(request: Request) -> Response:
 async def stored(state: GatewayState, principal: Principal, response_id: str, param: str | None = None
                  ) -> dict[str, Any]:
     """The caller's stored response; another user's, an expired or a deleted one is a 404."""
-    record = await state.broker.responses.load(response_id, principal.user_id) if len(response_id) <= 128 else None
+    record = await state.broker.responses.load(response_id, principal.user_id) if len(response_id) <= MAX_ID else None
     if record is None:
         raise not_found(response_id, param)
     return record
 
 
 def not_found(response_id: str, param: str | None = None) -> NotFound:
-    return NotFound(f"No response with id '{response_id[:128]}' found.", param=param)
+    return NotFound(f"No response with id '{response_id[:MAX_ID]}' found.", param=param)
