@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -14,6 +15,7 @@ from modelport.db import directory, queries, virtual_models
 from modelport.db.engine import create_engine, session_factory
 from modelport.db.migrate import upgrade_async
 from modelport.db.tables import ApiToken, AuditEntry, PresetVisibility
+from modelport.gateway.auth import Authenticator
 from modelport.protocol.errors import InvalidRequest, NotFound
 from modelport.protocol.presets import PresetSettings
 from tests.conftest import DATABASES, new_database
@@ -95,3 +97,30 @@ async def test_aliases_and_presets_share_the_model_namespace_and_owners_are_boun
     token = await directory.create_token(session, "test", "carol")
     owner = await queries.token_owner(session, token.secret_hash)
     assert owner is not None and owner.models == frozenset({"nick"}), "an alias alone; presets need their LLM"
+
+
+async def test_a_burst_after_the_cache_expired_loads_the_catalog_and_a_token_once(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two hundred requests arriving together with nothing cached (a gateway's start, the cache's expiry, an
+    announced change) make one catalog query and one token query, not one each."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('burst') / 'db.sqlite'}"
+    await upgrade_async(url)
+    engine = create_engine(url)
+    sessions = session_factory(engine)
+    async with sessions() as session:
+        await directory.add_llm(session, "test", "m1", "fake", {})
+        await directory.add_user(session, "test", "eve")
+        token = await directory.create_token(session, "test", "eve")
+    statements: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    auth = Authenticator(sessions, ttl_s=30)
+    catalogs = await asyncio.gather(*(auth.catalog() for _ in range(200)))
+    principals = await asyncio.gather(*(auth.principal(f"Bearer {token.secret}") for _ in range(200)))
+    assert all(catalog == catalogs[0] for catalog in catalogs) and "m1" in catalogs[0]
+    assert {principal.user_name for principal in principals} == {"eve"}
+    catalog_queries = len(statements) - sum("apitoken" in sql for sql in statements)
+    assert catalog_queries <= 8 and sum("FROM apitoken" in sql for sql in statements) == 1, statements
+    auth.invalidate()
+    await asyncio.gather(*(auth.catalog() for _ in range(200)))
+    assert len(statements) <= 2 * catalog_queries + 8
+    await engine.dispose()

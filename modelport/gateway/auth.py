@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,6 +25,8 @@ from modelport.db.secrets import hash_token
 from modelport.protocol.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 
 MAX_ENTRIES = 50_000
+CATALOG = "catalog"  # the catalog's key among loads under way (the others are token hashes: hex)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,15 @@ class Authenticator:
         self._sessions = sessions
         self._ttl_s = ttl_s
         self._owners: dict[str, tuple[float, TokenOwner | None]] = {}
-        self._loading: dict[str, asyncio.Future[TokenOwner | None]] = {}
+        self._loading: dict[str, asyncio.Future[Any]] = {}  # loads under way, by token hash or CATALOG
         self._catalog: tuple[float, dict[str, ModelEntry]] | None = None
         self._generation = 0
 
     def invalidate(self) -> None:
+        """Forget what was loaded; loads under way are not joined any more (they may predate the change)."""
         self._owners.clear()
         self._catalog = None
+        self._loading.clear()
         self._generation += 1
 
     async def principal(self, authorization: str | None) -> Principal:
@@ -69,12 +75,11 @@ class Authenticator:
         """Every enabled model, for telling an unknown model (404) from a forbidden one (403)."""
         if self._catalog is not None and self._catalog[0] > time.monotonic():
             return self._catalog[1]
-        generation = self._generation
-        async with serving_session(self._sessions) as session:
-            models = await queries.enabled_models(session)
-        if generation == self._generation:
+
+        def keep(models: dict[str, ModelEntry]) -> None:
             self._catalog = (time.monotonic() + self._ttl_s, models)
-        return models
+
+        return await self._load_once(CATALOG, queries.enabled_models, keep)
 
     async def permitted_model(self, principal: Principal, model: str, kind: str = "chat") -> ModelEntry:
         """The entry of a model the principal may use, of the ``kind`` the endpoint serves (chat or embedding);
@@ -95,27 +100,38 @@ class Authenticator:
         cached = self._owners.get(secret_hash)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        loading = self._loading.get(secret_hash)
+
+        def keep(owner: TokenOwner | None) -> None:
+            if len(self._owners) >= MAX_ENTRIES:
+                self._owners.clear()
+            self._owners[secret_hash] = (time.monotonic() + self._ttl_s, owner)
+
+        return await self._load_once(secret_hash, lambda session: queries.token_owner(session, secret_hash), keep)
+
+    async def _load_once(self, key: str, load: Callable[[AsyncSession], Awaitable[T]], keep: Callable[[T], None]) -> T:
+        """``load`` from the database once for all the callers that want ``key`` meanwhile (a burst of requests
+        after the cache expired or was invalidated makes one query, not one each); the result is kept (``keep``)
+        unless a change was announced while it loaded."""
+        loading = self._loading.get(key)
         if loading is not None:
-            return await asyncio.shield(loading)
-        future: asyncio.Future[TokenOwner | None] = asyncio.get_running_loop().create_future()
-        self._loading[secret_hash] = future
+            return cast(T, await asyncio.shield(loading))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
         generation = self._generation
         try:
             async with serving_session(self._sessions) as session:
-                owner = await queries.token_owner(session, secret_hash)
-            future.set_result(owner)
+                value = await load(session)
+            future.set_result(value)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()
             raise
         finally:
-            del self._loading[secret_hash]
+            if self._loading.get(key) is future:
+                del self._loading[key]
         if generation == self._generation:
-            if len(self._owners) >= MAX_ENTRIES:
-                self._owners.clear()
-            self._owners[secret_hash] = (time.monotonic() + self._ttl_s, owner)
-        return owner
+            keep(value)
+        return value
 
 
 def _bearer(authorization: str | None) -> str:
