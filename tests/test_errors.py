@@ -184,7 +184,7 @@ def test_random_bodies_never_get_a_500(live: Live, body: Any, path: str) -> None
         assert "error" in response.json()
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.tuples(st.just("/v1/embeddings"), near_valid_embedding | json_values | st.binary(max_size=64)),
                       st.tuples(st.just("/v1/completions"), near_valid_completion | json_values
                                 | st.binary(max_size=64)),

@@ -108,6 +108,10 @@ class ResponseRequest(ExtraBounded):
         message's text as content parts."""
         if isinstance(self.input, str):
             return [_normalised({"role": "user", "content": self.input})]
+        for position, item in enumerate(self.input):
+            if not isinstance(item.get("type", "message"), str):
+                raise InvalidRequest(f"Invalid value for 'input[{position}].type': a string is expected.",
+                                     param=f"input[{position}].type")
         return [_normalised(item) for item in self.input]
 
     def generation_params(self, history: list[dict[str, Any]], items: list[Item]) -> GenerationParams:
