@@ -142,7 +142,10 @@ def test_unsupported_and_malformed_requests_are_400s(live: Live) -> None:
     headers = {"Authorization": f"Bearer {live.token}"}
     for body, param in (({"tools": [{"type": "web_search"}]}, "tools[0].type"), ({"background": True}, None),
                         ({"input": [{"type": "computer_call"}]}, "input[0].type"),
-                        ({"input": [{"type": []}]}, "input[0].type"), ({"input": [{"role": {}}]}, "input[0].role"),
+                        ({"input": [{"type": []}]}, "input[0].type"), ({"instructions": "i" * 1_000_001},
+                                                                       "instructions"),
+                        ({"text": {"format": {"type": "json_schema", "description": "d" * 70_000}}},
+                         "text.format.description"), ({"input": [{"role": {}}]}, "input[0].role"),
                         ({"input": [{"role": "user", "content": {}}]}, "input[0].content"),
                         ({"input": [{"role": "user", "content": [{"type": "input_file"}]}]}, "input[0].content[0]"),
                         ({"input": 5}, "input"), ({"metadata": {"k": "v" * 600}}, "metadata.k"),

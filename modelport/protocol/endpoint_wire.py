@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from modelport.protocol.envelope import GenerationParams
+from modelport.protocol.envelope import MAX_INPUTS, GenerationParams
 from modelport.protocol.openai_wire import (
     ExtraBounded,
     ModelName,
@@ -19,7 +19,6 @@ from modelport.protocol.openai_wire import (
     TokenCount,
 )
 
-MAX_INPUTS = 2048  # OpenAI's limit on inputs (and on prompts) in one request
 MAX_CHOICES = 128  # choices a completion may ask for, over all its prompts
 MAX_SUFFIX = 65_536
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for a legacy completion

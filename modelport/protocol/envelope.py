@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from modelport.protocol.errors import ErrorBody
 
 Task = Literal["chat", "completion", "embedding"]
+MAX_INPUTS = 2048  # inputs (and prompts) one job may have: OpenAI's limit, checked at the gateway
 
 ENVELOPE_VERSION = 3  # 3: jobs have a task (chat, completion, embedding)
 # Every event names the run (attempt) of its job that produced it, counted from 1; VERDICT marks an event
@@ -161,7 +162,7 @@ class Done(BaseModel):
     usage: Usage | None = None
     # an embedding job's vectors, in input order, each little-endian float32 in base64 (OpenAI's own
     # ``encoding_format: base64``): carried by the job's last event, so a job re-run never sends them twice
-    embeddings: list[str] | None = None
+    embeddings: Annotated[list[str], Field(max_length=MAX_INPUTS)] | None = None
     # which of the LLM's deployments served it (its prices may differ); names are at most 64 characters
     deployment: str | None = Field(default=None, max_length=64)
 

@@ -3,7 +3,7 @@ changes them (``broker.announcements``), so a worker host needs only Redis and i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -22,7 +22,7 @@ def deployment_of(worker: str) -> str:
 class Deployment(BaseModel):
     backend: str
     config: dict[str, Any]
-    kind: str = "chat"  # the LLM's: chat (generates text) or embedding
+    kind: Literal["chat", "embedding"] = "chat"  # the LLM's: generates text, or embeds
 
 
 
@@ -35,7 +35,7 @@ class Registration(BaseModel):
     config: dict[str, Any]
     enabled: bool = True
     deployments: dict[str, Deployment] = {}
-    kind: str = "chat"
+    kind: Literal["chat", "embedding"] = "chat"
 
     def deployment(self, name: str) -> Deployment:
         if name == DEFAULT_DEPLOYMENT:

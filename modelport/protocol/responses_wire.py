@@ -24,6 +24,8 @@ from modelport.protocol.openai_wire import (
 )
 
 MAX_METADATA = 16  # OpenAI's: at most 16 pairs, keys up to 64 characters, values up to 512
+MAX_INSTRUCTIONS = 1_000_000  # characters (the body limit, 4 MiB by default, usually binds first)
+MAX_DESCRIPTION = 65_536
 ItemId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -42,7 +44,7 @@ class TextFormat(WireModel):
     type: Literal["text", "json_object", "json_schema"]
     name: Annotated[str, Field(max_length=64)] | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    description: str | None = None
+    description: Annotated[str, Field(max_length=MAX_DESCRIPTION)] | None = None
     strict: bool | None = None
 
     def response_format(self) -> dict[str, Any]:
@@ -70,7 +72,7 @@ Metadata = Annotated[dict[Annotated[str, Field(max_length=64)], Annotated[str, F
 class ResponseRequest(ExtraBounded):
     model: ModelName
     input: str | Annotated[list[Item], Field(max_length=MAX_MESSAGES)] = Field(default_factory=list)
-    instructions: str | None = None
+    instructions: Annotated[str, Field(max_length=MAX_INSTRUCTIONS)] | None = None
     max_output_tokens: TokenCount | None = None
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Probability | None = None
