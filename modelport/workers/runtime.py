@@ -211,7 +211,7 @@ class Worker:
             self.metrics.finished("done", done.usage.completion_tokens if done.usage else claimed.produced)
             log.info("job done in %.0f ms", (time.monotonic() - started) * 1000, extra=fields)
         except asyncio.CancelledError:
-            self._after_cancel(claimed, claimed.produced)
+            self._after_cancel(claimed)
             if job.id not in self._cancelled_by_client and job.id not in self._lost:
                 raise
         except ModelPortError as exc:
@@ -255,7 +255,8 @@ class Worker:
         if claimed.job.deadline_ms < time.time() * 1000:
             raise DeadlineExceeded("The request's deadline passed while it waited in the queue.")
 
-    def _after_cancel(self, claimed: ClaimedJob, produced: int) -> None:
+    def _after_cancel(self, claimed: ClaimedJob) -> None:
+        produced = claimed.produced
         usage = Usage(completion_tokens=produced)
         if claimed.job.id in self._lost:
             # If its text already reached the client, the gateway follows this run and the new one's is

@@ -164,7 +164,8 @@ class LlamaCppBackend:
             for count in range(params.choices):
                 index = number * params.choices + count
                 if params.echo:
-                    emit(Delta(choices=[ChoiceDelta(index=index, content=self._echoed(params.prompts[number]))]))
+                    echoed = self._input_text(params.prompts[number], "prompt")
+                    emit(Delta(choices=[ChoiceDelta(index=index, content=echoed)]))
                 produced += self._choice(prompt, min(params.completion_limit or room, room), params, index, emit, stop)
                 if stop.is_set():
                     return Usage(prompt_tokens=read, completion_tokens=produced)
@@ -187,9 +188,6 @@ class LlamaCppBackend:
                                  param="suffix")
         after = llm.tokenize(suffix.encode(), add_bos=False, special=False)
         return [llm.token_bos(), fim[0], *tokens, fim[1], *after, fim[2]]
-
-    def _echoed(self, prompt: str | list[int]) -> str:
-        return prompt if isinstance(prompt, str) else self._input_text(prompt, "prompt")
 
     def _choice(self, prompt: list[int], limit: int, params: GenerationParams, index: int,
                 emit: Callable[[Delta | Usage | BaseException], None], stop: threading.Event) -> int:
