@@ -57,13 +57,17 @@ class JobQueue:
 
     async def submit(self, model: str, params: GenerationParams, *, user: str, user_id: int, timeout_s: float,
                      max_queue: int, priority: int = 0, user_share: float = 1.0, group_id: int = 0,
-                     group_share: float = 1.0, job_id: str | None = None) -> JobHandle:
+                     group_share: float = 1.0, job_id: str | None = None,
+                     traceparent: str | None = None) -> JobHandle:
         """Queue a job atomically: 503 without a live worker, 429 when the model's queue is full or the user
         already holds ``user_share`` of it (their group, ``group_share``). Under contention it waits in the
         model's fair queue (``handle.position`` says where). ``job_id`` names a fallback's job after the
-        request's first (``ID.N``), so that aborting the request by its id reaches it."""
+        request's first (``ID.N``), so that aborting the request by its id reaches it; ``traceparent`` names
+        the request's span when it is traced."""
+        now = time.time()
         job = Job(id=job_id or f"chatcmpl-{uuid.uuid4().hex}", model=model, params=params, reply_to=self.inbox,
-                  deadline_ms=int((time.time() + timeout_s) * 1000), user=user, user_id=user_id)
+                  deadline_ms=int((now + timeout_s) * 1000), user=user, user_id=user_id, queued_ms=int(now * 1000),
+                  traceparent=traceparent)
         handle = JobHandle(job, self._forget, group_id)
         self.handles[job.id] = handle
         user_places = max(1, math.ceil(max_queue * user_share))

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
+from modelport import tracing
 from modelport.broker.gateway import GatewayBroker
 from modelport.broker.limits import LimitSubject
 from modelport.db import queries
@@ -31,6 +32,7 @@ from modelport.gateway.models import list_models, retrieve_model
 from modelport.gateway.operational import healthz, readyz
 from modelport.gateway.settings import GatewaySettings
 from modelport.gateway.state import GatewayState
+from modelport.gateway.trace_requests import TraceRequests
 from modelport.gateway.usage import Outcome, UsageWriter
 from modelport.logs import configure_logging
 from modelport.protocol.connection import QUEUE_ERRORS
@@ -71,6 +73,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
             await broker.close()
             await usage.close()
             await engine.dispose()
+            tracing.flush()
 
     routes = [
         Route(f"{prefix}/chat/completions", chat_completions, methods=["POST"]) for prefix in ("/v1", "/v1.0")
@@ -95,6 +98,8 @@ def create_app(settings: GatewaySettings) -> Starlette:
                   Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                              allow_methods=["GET", "POST", "DELETE"], allow_headers=["authorization", "content-type"],
                              max_age=600)]
+    if tracing.enabled():  # only then: an untraced gateway does not pay for the middleware
+        middleware.insert(0, Middleware(TraceRequests))
     return Starlette(
         routes=routes,
         middleware=middleware,
@@ -136,4 +141,5 @@ def app_from_environment() -> Starlette:
     """The factory uvicorn's worker processes call (``modelport gateway --workers N``)."""
     settings = GatewaySettings()
     configure_logging(settings.log_level)
+    tracing.configure("modelport-gateway")
     return create_app(settings)

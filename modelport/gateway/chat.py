@@ -8,6 +8,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
+from modelport import tracing
 from modelport.db.queries import ModelEntry
 from modelport.gateway.auth import Principal
 from modelport.gateway.dispatch import JobSpec, dispatch
@@ -56,7 +57,8 @@ async def abort(request: Request) -> Response:
 async def authenticated(request: Request) -> Principal:
     """The caller, named in the access log (before the body is read)."""
     state: GatewayState = request.state.gateway
-    principal = await state.auth.principal(request.headers.get("authorization"))
+    with tracing.span("auth"):
+        principal = await state.auth.principal(request.headers.get("authorization"))
     request.state.access = {"user": principal.user_name}
     return principal
 
@@ -66,7 +68,8 @@ async def permitted(request: Request, principal: Principal, model: str, kind: st
     are a chat's, only on chat completions); it becomes the access log's and the metrics' model: the LLM (a
     bounded set), not an alias's or preset's name (which users create)."""
     state: GatewayState = request.state.gateway
-    entry = await state.auth.permitted_model(principal, model, kind)
+    with tracing.span("permission"):
+        entry = await state.auth.permitted_model(principal, model, kind)
     if entry.preset is not None and not request.url.path.endswith("/chat/completions"):
         raise InvalidRequest(f"The model '{model}' is a preset: presets serve /v1/chat/completions only.",
                              code="preset_not_supported", param="model")

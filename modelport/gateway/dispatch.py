@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from modelport import tracing
 from modelport.db.queries import ModelEntry
 from modelport.gateway.auth import Principal
 from modelport.gateway.render import BodyBuilder, StreamRenderer
@@ -49,13 +50,14 @@ async def dispatch(request: Request, principal: Principal, entry: ModelEntry, jo
     limits = state.broker.limits
     most = max(candidate.dearest().cost(job.prompt_estimate, job.completion_reserve)
                for candidate in [entry, *fallbacks])
-    admission = await limits.admit(list(principal.limits), job.prompt_estimate + job.completion_reserve,
-                                   cost=most, zone=state.settings.zone())
-    try:
-        handle = await submission.submit()
-    except BaseException:  # refused, Redis failed, or the client left meanwhile: the admission is released
-        limits.settle_soon(admission, 0, release=True)
-        raise
+    with tracing.span("admission"):
+        admission = await limits.admit(list(principal.limits), job.prompt_estimate + job.completion_reserve,
+                                       cost=most, zone=state.settings.zone())
+        try:
+            handle = await submission.submit()
+        except BaseException:  # refused, Redis failed, or the client left meanwhile: the admission is released
+            limits.settle_soon(admission, 0, release=True)
+            raise
     request.state.access["job"] = handle.job.id
     outcome = Outcome(principal=principal, job_id=handle.job.id, model=submission.served_by, stream=job.stream,
                       started_at=started, admission=admission, endpoint=job.endpoint)

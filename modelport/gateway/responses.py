@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from modelport import tracing
 from modelport.broker.job_handle import JobHandle
 from modelport.gateway.errors import render_error
 from modelport.gateway.render import BodyBuilder, StreamRenderer
@@ -104,11 +105,21 @@ class JobResponse:
             with contextlib.suppress(asyncio.CancelledError):
                 await respond
         self.outcome.ended_at = time.monotonic()
+        self._trace_phases()
         if client_gone and not self.handle.finished:
             await self.jobs.cancel(self.handle)
             self.usage.settle_later(self.handle, self.outcome)
             return
         self.usage.record(self.outcome)
+
+    def _trace_phases(self) -> None:
+        """The job's phases as the client saw them, as children of the request's span."""
+        outcome = self.outcome
+        if outcome.ttft_s is not None:
+            tracing.record("time to first token", outcome.started_at, outcome.ttft_s,
+                           attributes={"modelport.job": outcome.job_id})
+            tracing.record("streaming", outcome.ttft_s, outcome.ended_at,
+                           attributes={"modelport.completion_tokens": outcome.completion_tokens})
 
     async def _respond(self, send: Send) -> None:
         renderer = self.renderer

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+from modelport import tracing
 from modelport.broker.job_handle import JobHandle
 from modelport.broker.jobs import JobQueue
 from modelport.db.queries import ModelEntry
@@ -34,6 +35,7 @@ class Submission:
         self.entries = {entry.llm: entry for entry in candidates}
         self.tries = 0
         self._first_id: str | None = None
+        self.traceparent = tracing.traceparent()  # the request's span: its jobs' spans are its children
 
     async def submit(self) -> JobHandle:
         """The job, on the named LLM or, when that refuses it for a reason a fallback may not share, on the
@@ -62,7 +64,7 @@ class Submission:
             entry.llm, self.params, user=principal.user_name, user_id=principal.user_id,
             timeout_s=self.deadline - time.monotonic(), max_queue=entry.max_queue, priority=principal.priority,
             user_share=settings.queue_user_share, group_id=principal.group_id,
-            group_share=settings.queue_group_share,
+            group_share=settings.queue_group_share, traceparent=self.traceparent,
             job_id=None if self._first_id is None else f"{self._first_id}.{self.tries}")
         self.tries += 1
         self._first_id = self._first_id or handle.job.id

@@ -91,6 +91,9 @@ class Job(BaseModel):
     deadline_ms: int
     user: str = ""
     user_id: int = 0
+    queued_ms: int = 0  # when the gateway queued it (its clock)
+    # the W3C trace context of the request's span when the request is traced (workers continue the trace)
+    traceparent: str | None = Field(default=None, max_length=55)
 
 
 class ToolCallFragment(BaseModel):

@@ -12,6 +12,7 @@ import signal
 import socket
 import uuid
 
+from modelport import tracing
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.registrations import (
     DEFAULT_DEPLOYMENT,
@@ -32,6 +33,14 @@ REGISTRATION_POLL_S = 1.0
 
 
 async def run_worker(settings: WorkerSettings, llm_name: str, deployment: str = DEFAULT_DEPLOYMENT) -> None:
+    tracing.configure("modelport-worker")
+    try:
+        await _serve_llm(settings, llm_name, deployment)
+    finally:
+        tracing.flush()
+
+
+async def _serve_llm(settings: WorkerSettings, llm_name: str, deployment: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -8,6 +8,9 @@ import contextlib
 import logging
 import time
 
+from opentelemetry.trace import SpanKind
+
+from modelport import tracing
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.envelope import ENVELOPE_VERSION, Done, Failed, Usage
 from modelport.protocol.errors import (
@@ -192,6 +195,17 @@ class Worker:
             task.cancel()
 
     async def _serve(self, claimed: ClaimedJob) -> None:
+        """Run a claimed job, traced as part of its request's trace when the gateway traced it."""
+        job = claimed.job
+        parent = tracing.continued({"traceparent": job.traceparent}) if job.traceparent else None
+        attributes: tracing.Attributes = {"modelport.job": job.id, "modelport.model": job.model,
+                                          "modelport.attempt": claimed.attempt}
+        if job.queued_ms:
+            tracing.record_since("queue wait", job.queued_ms, parent=parent, attributes=attributes)
+        with tracing.span("worker claim", kind=SpanKind.CONSUMER, parent=parent, attributes=attributes):
+            await self._run(claimed)
+
+    async def _run(self, claimed: ClaimedJob) -> None:
         job, outbox = claimed.job, self.broker.outbox
         fields = {"job": job.id, "model": job.model, "user": job.user}
         try:
@@ -229,24 +243,30 @@ class Worker:
     async def _generate(self, claimed: ClaimedJob, cancelled_early: asyncio.Future[bool]) -> Done:
         """Publish a chat's or a completion's deltas as the backend makes them; the job's last event."""
         usage: Usage | None = None
-        async for item in self.backend.stream(claimed.job.params):
-            if claimed.produced == 0 and await cancelled_early:
-                raise Cancelled("The client cancelled the request before it started.")
-            if isinstance(item, Usage):
-                usage = item
-            else:
-                claimed.produced += 1
-                self.broker.outbox.put(claimed, item)
-                if claimed.produced == 1:
-                    await self.broker.outbox.written()
+        with tracing.span("upstream", kind=SpanKind.CLIENT, attributes=self._upstream_attributes()) as span:
+            async for item in self.backend.stream(claimed.job.params):
+                if claimed.produced == 0 and await cancelled_early:
+                    raise Cancelled("The client cancelled the request before it started.")
+                if isinstance(item, Usage):
+                    usage = item
+                else:
+                    claimed.produced += 1
+                    self.broker.outbox.put(claimed, item)
+                    if claimed.produced == 1:
+                        await self.broker.outbox.written()
+            tracing.annotate(span, **{"modelport.deltas": claimed.produced})
         return Done(usage=usage or Usage(completion_tokens=claimed.produced))
 
     async def _embed(self, claimed: ClaimedJob, cancelled_early: asyncio.Future[bool]) -> Done:
         """An embedding job's one event: its vectors and usage."""
-        embedded = await self.backend.embed(claimed.job.params)
+        with tracing.span("upstream", kind=SpanKind.CLIENT, attributes=self._upstream_attributes()):
+            embedded = await self.backend.embed(claimed.job.params)
         if await cancelled_early:
             raise Cancelled("The client cancelled the request before it started.")
         return Done(usage=embedded.usage, embeddings=embedded.vectors)
+
+    def _upstream_attributes(self) -> dict[str, str]:
+        return {"modelport.backend": type(self.backend).__name__}
 
     def _check_runnable(self, claimed: ClaimedJob) -> None:
         if claimed.job.v != ENVELOPE_VERSION:

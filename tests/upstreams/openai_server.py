@@ -4,7 +4,7 @@ benchmarks. Its behaviour is chosen by the requested model name:
 - ``chunks-N`` (default ``chunks-8``): N content chunks as fast as possible;
 - ``slow-D-N``: N chunks, D ms apart;
 - ``params``: one chunk holding the JSON of the parameters it received (model and messages left out)
-  and of the Authorization header;
+  and of the Authorization and (when sent) traceparent headers;
 - ``request``: the same with the messages it received;
 - ``tools``: a streamed tool call to ``get_weather``;
 - ``status-S``: an HTTP error S with OpenAI's error body.
@@ -79,7 +79,10 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
     body = orjson.loads(await _read_body(receive))
-    body["authorization"] = dict(scope["headers"]).get(b"authorization", b"").decode()
+    headers = dict(scope["headers"])
+    body["authorization"] = headers.get(b"authorization", b"").decode()
+    if b"traceparent" in headers:  # a traced worker's request names its span
+        body["traceparent"] = headers[b"traceparent"].decode()
     model = str(body.get("model", ""))
     if model.startswith("status-"):
         status = int(model.split("-")[1])

@@ -17,6 +17,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, Field
 
+from modelport import tracing
 from modelport.protocol.envelope import ChoiceDelta, Delta, GenerationParams, ToolCallFragment, Usage
 from modelport.protocol.errors import (
     ContextLengthExceeded,
@@ -81,7 +82,8 @@ class OpenAICompatBackend:
         url = self._urls[params.task]
         body = self._body(params, stream=True, stream_options={"include_usage": True})
         try:
-            async with self._session.post(url, data=body, headers=self._headers) as response:
+            headers = tracing.with_trace_headers(self._headers)
+            async with self._session.post(url, data=body, headers=headers) as response:
                 if response.status >= 400:
                     raise upstream_error(response.status, _message(await response.read()))
                 async for line in response.content:
@@ -99,7 +101,7 @@ class OpenAICompatBackend:
         url = self._urls["embedding"]
         try:
             async with self._session.post(url, data=self._body(params, encoding_format="base64"),
-                                          headers=self._headers) as response:
+                                          headers=tracing.with_trace_headers(self._headers)) as response:
                 raw = await response.read()
                 if response.status >= 400:
                     raise upstream_error(response.status, _message(raw))
