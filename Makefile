@@ -52,13 +52,15 @@ $(BIN)/modelport: pyproject.toml
 	@touch $@
 
 # The real servers and browser the tests start on free ports (they never use ones already running).
+# kubectl renders deploy/kubernetes (`kubectl kustomize`, kustomize v5 from kubectl 1.27 on); Debian's
+# kubernetes-client is only the fallback for a machine without one.
 SYSTEM_PACKAGES := redis-server postgresql nginx-light chromium openssl docker-compose slapd ldap-utils \
-	$(if $(shell command -v npm),,nodejs npm)
+	$(if $(shell command -v npm),,nodejs npm) $(if $(shell command -v kubectl),,kubernetes-client)
 system-deps:
 	@if ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| ! command -v npm >/dev/null \
 		|| ! command -v nginx >/dev/null || ! command -v chromium >/dev/null || ! command -v docker-compose >/dev/null \
-		|| ! command -v ldapadd >/dev/null || ! test -x /usr/sbin/slapd; then \
+		|| ! command -v ldapadd >/dev/null || ! test -x /usr/sbin/slapd || ! command -v kubectl >/dev/null; then \
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(SYSTEM_PACKAGES); \
 	fi
 

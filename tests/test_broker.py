@@ -80,6 +80,8 @@ async def test_waiting_jobs_know_their_place_in_the_fair_order(gateway: GatewayB
         return [await gateway.jobs.position(handle) for handle in (*a, b)]
 
     assert await places() == [0, 1, 3, 4, 2]
+    # The depth autoscalers read counts the jobs waiting in the fair queue too, not only the stream's.
+    assert (await gateway.jobs.queue_stats([model]))[model][0] == 5
     await worker.ensure_group()
     assert [claimed.job.id for claimed in await worker.claim(1)] == [a[0].job.id]
     assert [claimed.job.id for claimed in await worker.claim(1)] == [a[1].job.id]
@@ -87,6 +89,7 @@ async def test_waiting_jobs_know_their_place_in_the_fair_order(gateway: GatewayB
     assert await places() == [0, 0, 2, 3, 1]
     assert [claimed.job.id for claimed in await worker.claim(1)] == [b.job.id]
     assert await places() == [0, 0, 1, 2, 0]
+    assert (await gateway.jobs.queue_stats([model]))[model][0] == 5  # three running, two waiting
 
 
 async def test_submit_loads_its_script_again_after_redis_forgot_it(

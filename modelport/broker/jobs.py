@@ -149,17 +149,23 @@ class JobQueue:
         return len(chosen)
 
     async def queue_stats(self, models: list[str]) -> dict[str, tuple[int, Counter[str]]]:
-        """Outstanding jobs and live workers by deployment, per model, for metrics."""
+        """Outstanding jobs (waiting in the fair queue, in the stream or running) and live workers by
+        deployment, per model, for metrics (and the autoscalers that read them)."""
         seconds, micros = await self._commands.time()
         now_ms = seconds * 1000 + micros // 1000
         async with self._commands.pipeline(transaction=False) as pipe:
             for model in models:
                 pipe.xlen(keys.jobs(model))
+                pipe.get(keys.fair_queue(model)[4])
                 pipe.zrangebyscore(keys.workers(model), now_ms, "+inf")
             replies = await pipe.execute()
-        return {model: (int(replies[2 * i]), Counter(deployment_of(worker.decode() if isinstance(worker, bytes)
-                                                                   else str(worker)) for worker in replies[2 * i + 1]))
-                for i, model in enumerate(models)}
+        stats = {}
+        for i, model in enumerate(models):
+            in_stream, waiting, workers = replies[3 * i:3 * i + 3]
+            stats[model] = (int(in_stream) + max(0, int(waiting or 0)),
+                            Counter(deployment_of(worker.decode() if isinstance(worker, bytes) else str(worker))
+                                    for worker in workers))
+        return stats
 
     async def cancel(self, handle: JobHandle) -> None:
         """Tell whichever worker has the job (or will claim it) to stop; the handle stays until it ends."""

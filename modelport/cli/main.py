@@ -85,7 +85,7 @@ def serve_gateway(settings: GatewaySettings, _args: argparse.Namespace) -> None:
     uvicorn.run("modelport.gateway.app:app_from_environment", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, loop="uvloop", http="httptools", log_level=settings.log_level.lower(),
                 access_log=False, proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips,
-                timeout_graceful_shutdown=10)
+                timeout_graceful_shutdown=round(settings.gateway_drain_s))
 
 
 def serve_admin(settings: AdminSettings, _args: argparse.Namespace) -> None:

@@ -62,7 +62,8 @@ class GatewayMetrics:
     def exposition(self, queue_stats: Mapping[str, tuple[int, Mapping[str, int]]]) -> bytes:
         """The text exposition: this process's (or all processes') counters, plus per-model queue gauges."""
         scrape = CollectorRegistry()
-        depth = Gauge("modelport_queue_depth", "Outstanding jobs (queued or running) per model", ["model"],
+        depth = Gauge("modelport_queue_depth", "Outstanding jobs per model: waiting in its fair "
+                      "queue, queued for a worker or running (what its workers' autoscaler reads)", ["model"],
                       registry=scrape)
         live = Gauge("modelport_live_workers", "Workers with a fresh heartbeat per model", ["model"], registry=scrape)
         deployed = Gauge("modelport_deployment_live_workers", "Workers with a fresh heartbeat per deployment",

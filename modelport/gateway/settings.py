@@ -22,6 +22,8 @@ class GatewaySettings(CommonSettings):
     cors_origins: list[str] = Field(default_factory=list)
     forwarded_allow_ips: str = "127.0.0.1"
     workers: int = Field(default=1, ge=1)
+    # On SIGTERM a gateway stops accepting connections and gives the requests in flight this long to end.
+    gateway_drain_s: float = Field(default=10.0, ge=0)
     completion_reserve: int = Field(default=512, ge=1)
     # The part of a model's queue (its max_queue) one user's unfinished requests may fill.
     queue_user_share: float = Field(default=0.5, gt=0, le=1)

@@ -34,6 +34,8 @@ UPSTREAM_FAILURES = frozenset({"upstream_error", "upstream_unreachable", "upstre
                                "upstream_timeout"})
 COOLDOWN_FIRST_S = 1.0
 COOLDOWN_MAX_S = 30.0
+# After draining, the longest a stopping worker waits to hand its jobs' last events to Redis.
+OUTBOX_FLUSH_S = 5.0
 
 
 class Worker:
@@ -70,7 +72,7 @@ class Worker:
         try:
             await self._claim_until(stop)
             await self._drain()
-            await asyncio.wait_for(self.broker.outbox.drained(), timeout=5)
+            await asyncio.wait_for(self.broker.outbox.drained(), timeout=OUTBOX_FLUSH_S)
         finally:
             for task in helpers:
                 task.cancel()
