@@ -69,6 +69,9 @@ class LLMView(NamedView):
               EnumField("kind", choices=tuple((kind, kind) for kind in LLM_KINDS)),
               EnumField("backend", choices=tuple((name, name) for name in sorted(CONFIGS))),
               JSONField("config"), BooleanField("enabled", default=True), IntegerField("max_queue", default=256),
+              BooleanField("scale_to_zero", label="Scale to zero", exclude_from_list=True,
+                           help_text="With no live worker, requests wait in the queue for one an autoscaler "
+                                     "starts, instead of failing with 503"),
               ComputedField("live_workers", label="Live workers", getter=_live_workers),
               ComputedField("queue", label="Queue", getter=_waiting),
               JSONField("deployments", label='More deployments: {"NAME": {"backend": ..., "config": {...}}}'),

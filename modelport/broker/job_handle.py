@@ -12,9 +12,11 @@ from modelport.protocol.errors import ErrorBody
 class JobHandle:
     """Events of one job in order; ends with exactly one Done or Failed."""
 
-    def __init__(self, job: Job, on_finish: Callable[[JobHandle], None], group_id: int = 0) -> None:
+    def __init__(self, job: Job, on_finish: Callable[[JobHandle], None], group_id: int = 0,
+                 waits_for_worker: bool = False) -> None:
         self.job = job
         self.group_id = group_id  # whose share of the model's queue the job also counts against
+        self.waits_for_worker = waits_for_worker  # its model scales to zero: no live worker is no failure
         self.started = False
         self.finished = False
         self.position = 0

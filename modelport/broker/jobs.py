@@ -58,22 +58,24 @@ class JobQueue:
     async def submit(self, model: str, params: GenerationParams, *, user: str, user_id: int, timeout_s: float,
                      max_queue: int, priority: int = 0, user_share: float = 1.0, group_id: int = 0,
                      group_share: float = 1.0, job_id: str | None = None,
-                     traceparent: str | None = None) -> JobHandle:
+                     traceparent: str | None = None, wait_for_worker: bool = False) -> JobHandle:
         """Queue a job atomically: 503 without a live worker, 429 when the model's queue is full or the user
         already holds ``user_share`` of it (their group, ``group_share``). Under contention it waits in the
         model's fair queue (``handle.position`` says where). ``job_id`` names a fallback's job after the
         request's first (``ID.N``), so that aborting the request by its id reaches it; ``traceparent`` names
-        the request's span when it is traced."""
+        the request's span when it is traced. ``wait_for_worker`` (a model that scales to zero) queues the job
+        even while no worker is live: one is starting for it, or it ends at its deadline."""
         now = time.time()
         job = Job(id=job_id or f"chatcmpl-{uuid.uuid4().hex}", model=model, params=params, reply_to=self.inbox,
                   deadline_ms=int((now + timeout_s) * 1000), user=user, user_id=user_id, queued_ms=int(now * 1000),
                   traceparent=traceparent)
-        handle = JobHandle(job, self._forget, group_id)
+        handle = JobHandle(job, self._forget, group_id, wait_for_worker)
         self.handles[job.id] = handle
         user_places = max(1, math.ceil(max_queue * user_share))
         group_places = max(1, math.ceil(max_queue * group_share)) if group_id else max_queue
         try:
-            outcome, queued_as = await self._enqueue(handle, max_queue, priority, user_places, group_places)
+            outcome, queued_as = await self._enqueue(handle, max_queue, priority, user_places, group_places,
+                                                     wait_for_worker)
         except QUEUE_ERRORS:
             self._forget(handle)
             raise NoWorker("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
@@ -106,7 +108,7 @@ class JobQueue:
                                         args=[*handle.queued_as, handle.job.id]))
 
     async def _enqueue(self, handle: JobHandle, max_queue: int, priority: int, user_places: int,
-                       group_places: int) -> tuple[int, tuple[str, str] | None]:
+                       group_places: int, wait_for_worker: bool) -> tuple[int, tuple[str, str] | None]:
         """SUBMIT and the in-flight record in one round trip. The script goes by its SHA: redis-py would
         ask SCRIPT EXISTS before every pipeline holding a registered script, a round trip more per request.
         After a Redis restart forgot the script, it is loaded and both commands (idempotent) run again."""
@@ -115,7 +117,7 @@ class JobQueue:
                        keys.user_jobs(job.model, job.user_id), keys.group_jobs(job.model, handle.group_id),
                        keys.waiting_since(job.model)]
         args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority, user_places,
-                                 self._lease_ms, group_places]
+                                 self._lease_ms, group_places, int(wait_for_worker)]
 
         async def run() -> tuple[int, tuple[str, str] | None]:
             async with self._commands.pipeline(transaction=False) as pipe:
@@ -262,7 +264,10 @@ class JobQueue:
             await self._renew_held(keys=[key], args=[self._lease_ms, *members])
 
     async def fail_orphans(self) -> None:
-        """Fail fast the jobs of models whose last worker stopped."""
-        for model in {handle.job.model for handle in self.handles.values()}:
+        """Fail fast the jobs of models whose last worker stopped (not those of a model that scales to zero:
+        they wait for the worker their queue starts, until their deadline)."""
+        for model in {handle.job.model for handle in self.handles.values() if not handle.waits_for_worker}:
             if await self.live_workers(model) == 0:
-                self.fail_all(NoWorker(f"The last worker serving '{model}' stopped."), model)
+                for handle in [handle for handle in self.handles.values()
+                               if handle.job.model == model and not handle.waits_for_worker]:
+                    self._abandon(handle, NoWorker(f"The last worker serving '{model}' stopped."))

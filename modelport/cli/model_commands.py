@@ -15,6 +15,8 @@ from modelport.settings import CommonSettings
 from modelport.workers.backends.registry import validate_config
 
 LLM_COLUMNS = ("name", "kind", "backend", "enabled", "deployments", "fallbacks", "aliases", "groups")
+SCALE_TO_ZERO_HELP = ("its workers may all stop when idle (an autoscaler such as KEDA starts them on its queue "
+                      "depth): with no live worker, requests wait in the queue instead of failing with 503")
 PRESET_COLUMNS = ("name", "llm", "visibility", "group", "owner", "enabled")
 
 
@@ -52,7 +54,8 @@ async def llm_add(settings: CommonSettings, args: argparse.Namespace) -> None:
         return
     config = llm_config(settings, args)
     await in_session(settings, lambda s: directory.add_llm(s, ACTOR, args.name, args.backend, config,
-                                                           max_queue=args.max_queue, kind=args.kind))
+                                                           max_queue=args.max_queue, kind=args.kind,
+                                                           scale_to_zero=args.scale_to_zero))
     print(f"llm {args.name} registered ({args.backend}, {args.kind})")
 
 
@@ -68,7 +71,7 @@ async def llm_set(settings: CommonSettings, args: argparse.Namespace) -> None:
                  [name.strip() for name in args.fallbacks.split(",") if name.strip()])
     await in_session(settings, lambda s: edits.set_llm(s, ACTOR, args.name, backend=backend, config=config,
                                                        max_queue=args.max_queue, fallbacks=fallbacks,
-                                                       kind=args.kind))
+                                                       kind=args.kind, scale_to_zero=args.scale_to_zero))
     print(f"llm {args.name} changed" + ("" if fallbacks is None else
                                        f"; it falls back to {', '.join(fallbacks) or 'nothing'}"))
 
@@ -175,6 +178,7 @@ def add_llm_parsers(commands: Any) -> None:
     ladd.add_argument("--max-queue", type=int, default=256, help="outstanding jobs before 429")
     ladd.add_argument("--kind", choices=LLM_KINDS, default="chat", help="chat: chats, completions, responses; "
                       "embedding: /v1/embeddings")
+    ladd.add_argument("--scale-to-zero", action="store_true", help=SCALE_TO_ZERO_HELP)
     ladd.add_argument("--if-missing", action="store_true", help="succeed, changing nothing, when it exists")
     deploy = add_verb(llm, "deploy", llm_deploy, "one more deployment of an LLM (its own backend and config); its "
                    "workers, started with --deployment NAME, take jobs from the LLM's queue", "llm", "name")
@@ -185,6 +189,7 @@ def add_llm_parsers(commands: Any) -> None:
     add_backend_flags(lset, backend_required=False)
     lset.add_argument("--max-queue", type=int, help="outstanding jobs before 429")
     lset.add_argument("--kind", choices=LLM_KINDS, help="chat or embedding (its workers restart their model)")
+    lset.add_argument("--scale-to-zero", action=argparse.BooleanOptionalAction, help=SCALE_TO_ZERO_HELP)
     lset.add_argument("--fallbacks", help="LLMs tried in order when this one cannot serve a request before its "
                       "first delta (comma-separated; empty: none)")
     price = add_verb(llm, "price", llm_price, "set an LLM's prices per million tokens (MODELPORT_CURRENCY)", "name")

@@ -136,11 +136,12 @@ async def grant(session: AsyncSession, actor: str, group_name: str, model_name: 
 
 
 async def add_llm(session: AsyncSession, actor: str, name: str, backend: str, config: dict[str, Any], *,
-                  max_queue: int = 256, enabled: bool = True, kind: str = "chat") -> LLM:
+                  max_queue: int = 256, enabled: bool = True, kind: str = "chat", scale_to_zero: bool = False) -> LLM:
     """Register a model; ``config`` must already be validated for its backend."""
     await require_new_model_name(session, name)
     check_kind(kind)
-    llm = LLM(name=name, backend=backend, config=config, max_queue=max_queue, enabled=enabled, kind=kind)
+    llm = LLM(name=name, backend=backend, config=config, max_queue=max_queue, enabled=enabled, kind=kind,
+              scale_to_zero=scale_to_zero)
     session.add(llm)
     audit(session, actor, "llm.add", name, backend=backend, kind=kind)
     await session.commit()

@@ -142,10 +142,14 @@ async def revoke_grant(session: AsyncSession, actor: str, group_name: str, model
 
 async def set_llm(session: AsyncSession, actor: str, name: str, *, backend: str | None = None,
                   config: dict[str, Any] | None = None, max_queue: int | None = None,
-                  fallbacks: list[str] | None = None, kind: str | None = None) -> LLM:
-    """Change an LLM's backend and config (already validated together), queue bound, fallbacks or kind."""
+                  fallbacks: list[str] | None = None, kind: str | None = None,
+                  scale_to_zero: bool | None = None) -> LLM:
+    """Change an LLM's backend and config (already validated together), queue bound, fallbacks, kind or
+    whether its workers may scale to zero."""
     llm: LLM = await one(session, LLM, name)
     changed: dict[str, Any] = {}
+    if scale_to_zero is not None:
+        llm.scale_to_zero = changed["scale_to_zero"] = scale_to_zero
     if kind is not None:
         check_kind(kind)
         llm.kind = changed["kind"] = kind

@@ -105,7 +105,7 @@ async def llms(session: AsyncSession) -> list[Record]:
             Group, col(Group.id) == col(Grant.group_id)).order_by(col(Group.name)))).all():
         granted[llm_id].append(group_name)
     return [{"name": llm.name, "kind": llm.kind, "backend": llm.backend, "enabled": llm.enabled,
-             "max_queue": llm.max_queue,
+             "max_queue": llm.max_queue, "scale_to_zero": llm.scale_to_zero,
              "input_price": llm.input_price, "output_price": llm.output_price,
              "cached_input_price": llm.cached_input_price, "config": llm.config, "fallbacks": llm.fallbacks,
              "deployments": ["default", *sorted(llm.deployments)], "aliases": aliases.get(llm.id or 0, []),

@@ -63,6 +63,7 @@ class ModelEntry:
     price: Price = FREE  # the LLM's (its deployment ``default``)
     deployment_prices: tuple[tuple[str, Price], ...] = ()  # further deployments priced apart
     kind: str = "chat"  # the LLM's: chat or embedding
+    scale_to_zero: bool = False  # with no live worker, its requests wait in the queue for one
 
     def price_of(self, deployment: str | None) -> Price:
         return next((price for name, price in self.deployment_prices if name == deployment), self.price)
@@ -159,7 +160,8 @@ async def enabled_models(session: AsyncSession) -> dict[str, ModelEntry]:
     llms = {llm.name: ModelEntry(llm.name, llm.max_queue, epoch_seconds(llm.created_at), llm.name,
                                  fallbacks=tuple(llm.fallbacks), deployments=1 + len(llm.deployments),
                                  price=Price(llm.input_price, llm.output_price),
-                                 deployment_prices=deployment_prices(llm), kind=llm.kind)
+                                 deployment_prices=deployment_prices(llm), kind=llm.kind,
+                                 scale_to_zero=llm.scale_to_zero)
             for llm in (await session.exec(select(LLM).where(col(LLM.enabled).is_(True)))).all()}
     aliases = (await session.exec(select(ModelAlias, LLM.name).join(LLM, col(LLM.id) == col(ModelAlias.llm_id))
                                   .where(col(LLM.enabled).is_(True)))).all()

@@ -85,6 +85,9 @@ class LLM(SQLModel, table=True):
     output_price: float = Field(default=0.0, ge=0)
     cached_input_price: float | None = Field(default=None, ge=0)
     kind: str = Field(default="chat", max_length=16)  # chat (chat, completions, responses) or embedding
+    # Its workers may all stop when it is idle (an autoscaler starts one for its queue): with no live worker,
+    # a request waits in the queue instead of failing at once with 503 no_worker.
+    scale_to_zero: bool = False
     created_at: datetime | None = _timestamp(now=True)
 
 

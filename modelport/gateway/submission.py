@@ -65,6 +65,7 @@ class Submission:
             timeout_s=self.deadline - time.monotonic(), max_queue=entry.max_queue, priority=principal.priority,
             user_share=settings.queue_user_share, group_id=principal.group_id,
             group_share=settings.queue_group_share, traceparent=self.traceparent,
+            wait_for_worker=entry.scale_to_zero,
             job_id=None if self._first_id is None else f"{self._first_id}.{self.tries}")
         self.tries += 1
         self._first_id = self._first_id or handle.job.id
