@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from modelport.protocol.connection import RedisTarget
 from modelport.workers.backends.upstream_policy import UpstreamPolicy
 
 DEFAULT_DATABASE_URL = "sqlite:///.modelport/modelport.db"
@@ -18,6 +19,10 @@ class CommonSettings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
+    # A Sentinel-managed primary: the Sentinels (host:port,host:port,…) and the name they know it by; the
+    # URL then gives only the user, password, database and TLS options.
+    redis_sentinels: str = ""
+    redis_sentinel_service: str = Field(default="mymaster", min_length=1)
     log_level: str = "INFO"
     # Environment variables an LLM's config may name as its upstream key (names or glob patterns; never
     # MODELPORT_* settings), and the hosts its base_url may name (empty: any).
@@ -36,6 +41,21 @@ class CommonSettings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone '{value}' (an IANA name such as Europe/Berlin)") from None
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def sentinel_addresses(cls, value: str) -> str:
+        for address in filter(None, (part.strip() for part in value.split(","))):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"'{address}' is not host:port (MODELPORT_REDIS_SENTINELS is host:port,host:port,…)")
+        return value
+
+    def redis_target(self) -> RedisTarget:
+        """Where this process finds Redis: the URL, and the Sentinels when a Sentinel-managed primary serves it."""
+        sentinels = tuple((host, int(port)) for host, _, port in (
+            part.strip().rpartition(":") for part in self.redis_sentinels.split(",") if part.strip()))
+        return RedisTarget(self.redis_url, sentinels, self.redis_sentinel_service)
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

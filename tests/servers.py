@@ -76,6 +76,7 @@ class RedisServer:
         if tls:
             self._certificate()
             self._base += f"?ssl_ca_certs={self.directory / 'cert.pem'}"
+        self.password = password  # the harness's own ``default`` user's
         self.url = redis_url(self._base, "default", password)
         gateway_password = secrets.token_urlsafe(16)
         self.gateway_url = redis_url(self._base, acl.GATEWAY_USER, gateway_password)

@@ -38,7 +38,7 @@ def create_admin_app(settings: AdminSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, AdminServices]]:
-        broker = AdminBroker(settings.redis_url)
+        broker = AdminBroker(settings.redis_target())
         try:
             yield {"services": AdminServices(settings, sessions, broker)}
         finally:

@@ -10,7 +10,7 @@ from modelport.broker.announcements import announce
 from modelport.broker.gateway import GatewayBroker
 from modelport.broker.status import live_status
 from modelport.protocol import keys
-from modelport.protocol.connection import redis_client
+from modelport.protocol.connection import RedisAddress, redis_client
 from modelport.protocol.envelope import Delta, Failed, GenerationParams
 from modelport.protocol.errors import ErrorBody, ModelPortError
 from modelport.protocol.registrations import Registration
@@ -18,7 +18,7 @@ from modelport.protocol.vectors import unpack
 
 
 class AdminBroker:
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: RedisAddress) -> None:
         self._redis_url = redis_url
         self._redis = redis_client(redis_url, connections=2, name="mp-admin")
         self._tester: GatewayBroker | None = None  # started by the first model test

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Callable
 from redis.asyncio import Redis
 
 from modelport.protocol import keys
-from modelport.protocol.connection import QUEUE_ERRORS, redis_client
+from modelport.protocol.connection import QUEUE_ERRORS, RedisAddress, redis_client
 from modelport.protocol.registrations import Registration
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ async def invalidate(redis: Redis) -> None:
     await redis.publish(keys.INVALIDATE_CHANNEL, "all")
 
 
-async def announce_change(redis_url: str, registrations: list[Registration]) -> None:
+async def announce_change(redis_url: RedisAddress, registrations: list[Registration]) -> None:
     """``announce`` over a connection of its own (for one-shot callers such as the CLI)."""
     client = redis_client(redis_url, connections=1, name="mp-announcer")
     try:

@@ -21,7 +21,7 @@ from modelport.broker.jobs import JobQueue
 from modelport.broker.limits import BudgetAlert, LimitSubject, RateLimiter
 from modelport.broker.response_store import ResponseStore
 from modelport.protocol import keys, scripts
-from modelport.protocol.connection import QUEUE_ERRORS, redis_client
+from modelport.protocol.connection import QUEUE_ERRORS, RedisAddress, redis_client
 from modelport.protocol.registrations import Registration
 from modelport.protocol.spend import Periods
 
@@ -29,7 +29,7 @@ WATCH_INTERVAL_S = 1.0
 
 
 class GatewayBroker:
-    def __init__(self, redis_url: str, lease_s: float = 15.0, *, listed: bool = True, currency: str = "USD",
+    def __init__(self, redis_url: RedisAddress, lease_s: float = 15.0, *, listed: bool = True, currency: str = "USD",
                  on_alert: Callable[[BudgetAlert], None] | None = None,
                  spent: Callable[[LimitSubject, Periods], Awaitable[tuple[float, float, float]]] | None = None
                  ) -> None:

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from modelport.protocol import keys
-from modelport.protocol.connection import redis_client
+from modelport.protocol.connection import RedisAddress, redis_client
 from modelport.protocol.registrations import deployment_of
 
 
@@ -125,7 +125,7 @@ def with_usage(status: dict[str, Any], llms: list[dict[str, Any]], recent: dict[
 class StatusReader:
     """One Redis connection for a status view that reads again and again (``modelport status --watch``)."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: RedisAddress) -> None:
         self._redis = redis_client(redis_url, connections=1, name="mp-status")
 
     async def read(self, models: list[str]) -> dict[str, Any]:

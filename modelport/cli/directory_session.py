@@ -40,7 +40,7 @@ async def in_session(settings: CommonSettings, action: Callable[[AsyncSession], 
 
     result, registered = await read(settings, change)
     try:
-        await announce_change(settings.redis_url, registered)
+        await announce_change(settings.redis_target(), registered)
     except QUEUE_ERRORS:
         log.warning("could not reach Redis to announce the change; gateways will see it within their cache TTL")
     return result

@@ -45,7 +45,7 @@ async def status(settings: CommonSettings, args: argparse.Namespace) -> None:
     """One view, or (``--watch``) one a second over the same database and Redis connections."""
     engine = create_engine(settings.database_url)
     sessions = session_factory(engine)
-    reader = StatusReader(settings.redis_url)
+    reader = StatusReader(settings.redis_target())
     try:
         while True:
             found = await system_status(sessions, reader)

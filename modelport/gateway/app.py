@@ -56,7 +56,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
                 return await queries.spent_by(session, subject.name, current.day_ends - timedelta(days=1),
                                               month_span(current.month, zone)[0])
 
-        broker = GatewayBroker(settings.redis_url, settings.gateway_lease_s, currency=settings.currency,
+        broker = GatewayBroker(settings.redis_target(), settings.gateway_lease_s, currency=settings.currency,
                                on_alert=metrics.budget_alert, spent=spent)
         auth = Authenticator(sessions, settings.auth_cache_ttl_s)
         usage = UsageWriter(sessions, settings.usage_flush_s, settings.cancel_settle_s,

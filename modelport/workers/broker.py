@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from redis.exceptions import ResponseError
 
 from modelport.protocol import keys, scripts
-from modelport.protocol.connection import QUEUE_ERRORS, redis_client
+from modelport.protocol.connection import QUEUE_ERRORS, RedisAddress, redis_client
 from modelport.protocol.envelope import VERDICT, Failed, Job
 from modelport.protocol.errors import ModelPortError, NoWorker
 from modelport.protocol.registrations import NotRegistered, Registration
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class WorkerBroker:
     """Every queue command a worker issues, for one model."""
 
-    def __init__(self, redis_url: str, model: str, worker_id: str, *, lease_ms: int = 3000,
+    def __init__(self, redis_url: RedisAddress, model: str, worker_id: str, *, lease_ms: int = 3000,
                  max_attempts: int = 3) -> None:
         self.model = model
         self.worker_id = worker_id

@@ -46,7 +46,7 @@ async def _serve_llm(settings: WorkerSettings, llm_name: str, deployment: str) -
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     worker_id = worker_name(f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}", deployment)
-    broker = WorkerBroker(settings.redis_url, llm_name, worker_id, lease_ms=settings.lease_ms,
+    broker = WorkerBroker(settings.redis_target(), llm_name, worker_id, lease_ms=settings.lease_ms,
                           max_attempts=settings.max_attempts)
     registration = await wait_for_registration(broker, stop)
     if registration is None:
