@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from modelport.protocol.connection import RedisTarget
@@ -23,6 +23,8 @@ class CommonSettings(BaseSettings):
     # URL then gives only the user, password, database and TLS options.
     redis_sentinels: str = ""
     redis_sentinel_service: str = Field(default="mymaster", min_length=1)
+    # A Redis Cluster: the URL names any of its nodes, the clients discover the rest and follow failovers.
+    redis_cluster: bool = False
     log_level: str = "INFO"
     # Environment variables an LLM's config may name as its upstream key (names or glob patterns; never
     # MODELPORT_* settings), and the hosts its base_url may name (empty: any).
@@ -51,11 +53,18 @@ class CommonSettings(BaseSettings):
                 raise ValueError(f"'{address}' is not host:port (MODELPORT_REDIS_SENTINELS is host:port,host:port,…)")
         return value
 
+    @model_validator(mode="after")
+    def one_redis_topology(self) -> CommonSettings:
+        if self.redis_cluster and self.redis_sentinels.strip(" ,"):
+            raise ValueError("MODELPORT_REDIS_CLUSTER and MODELPORT_REDIS_SENTINELS exclude each other: a Redis "
+                             "Cluster fails over by itself")
+        return self
+
     def redis_target(self) -> RedisTarget:
         """Where this process finds Redis: the URL, and the Sentinels when a Sentinel-managed primary serves it."""
         sentinels = tuple((host, int(port)) for host, _, port in (
             part.strip().rpartition(":") for part in self.redis_sentinels.split(",") if part.strip()))
-        return RedisTarget(self.redis_url, sentinels, self.redis_sentinel_service)
+        return RedisTarget(self.redis_url, sentinels, self.redis_sentinel_service, self.redis_cluster)
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)

@@ -62,12 +62,12 @@ class RedisServer:
     ``worker-MODEL`` per model, saved in the ACL file so they survive restarts. With ``tls``, it speaks only
     TLS (a self-signed certificate the URLs name as their CA)."""
 
-    def __init__(self, tls: bool = False) -> None:
+    def __init__(self, tls: bool = False, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; run `make deps` (apt-get install redis-server)")
         self.binary = binary
-        self.port = free_port()
+        self.port = port or free_port()
         self.tls = tls
         self.directory = Path(tempfile.mkdtemp(prefix="modelport-redis-"))
         self.acl_path = self.directory / "users.acl"
@@ -104,6 +104,10 @@ class RedisServer:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
+
+    def client(self) -> redis.Redis:
+        """A client of the harness's own (``default``), wherever the keys it asks for are."""
+        return redis.Redis.from_url(self.url)
 
     def worker_url(self, model: str) -> str:
         """The URL a worker of ``model`` connects with: its own ACL user, created on first use."""

@@ -14,7 +14,6 @@ from pathlib import Path
 from unittest import mock
 
 import httpx
-import redis
 from sqlalchemy import ColumnElement
 from sqlmodel import col, select
 
@@ -104,7 +103,7 @@ class System:
 
     def queued(self, model: str) -> int:
         """Jobs of the model that are waiting or running (its stream plus its fair queue)."""
-        client = redis.Redis.from_url(self.redis_url)
+        client = self.redis_server.client()
         try:
             return int(client.xlen(keys.jobs(model))) + int(client.get(keys.fair_queue(model)[4]) or 0)
         finally:
@@ -122,7 +121,7 @@ class System:
             finally:
                 await engine.dispose()
 
-        client = redis.Redis.from_url(self.redis_url)
+        client = self.redis_server.client()
         try:
             return int(client.zcard(keys.in_flight(asyncio.run(user_id()))))
         finally:
@@ -152,7 +151,7 @@ class System:
 
     def workers(self, *models: str, deployment: str = "default", **settings: str) -> list[Process]:
         """Start one worker per model (in parallel) and wait until each has announced itself."""
-        client = redis.Redis.from_url(self.redis_url)
+        client = self.redis_server.client()
         before = {model: set(client.zrange(keys.workers(model), 0, -1)) for model in models}
         started = [
             Process(["modelport", "worker", model, "--deployment", deployment], self.worker_env(model, **settings),

@@ -40,6 +40,7 @@ class JobQueue:
         self._withdraw = commands.register_script(scripts.WITHDRAW)
         self._position = commands.register_script(scripts.POSITION)
         self._hold = commands.register_script(scripts.HOLD)
+        self._cancel = commands.register_script(scripts.CANCEL)
         self._renew_held = commands.register_script(scripts.RENEW_HELD)
         self._held = commands.register_script(scripts.HELD)
         self.handles: dict[str, JobHandle] = {}
@@ -141,11 +142,8 @@ class JobQueue:
             held = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in members]
             wanted = set(job_ids or ())
             chosen = held if job_ids is None else [job_id for job_id in held if job_id.partition(".")[0] in wanted]
-            async with self._commands.pipeline(transaction=False) as pipe:
-                for job_id in chosen:
-                    pipe.set(keys.cancelled(job_id), 1, ex=600)
-                    pipe.publish(keys.CANCEL_CHANNEL, job_id)
-                await pipe.execute()
+            for job_id in chosen:
+                await self._cancel(keys=[keys.cancelled(job_id)], args=[keys.CANCEL_CHANNEL, job_id])
         except QUEUE_ERRORS:
             raise Unavailable("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
         return len(chosen)
@@ -172,10 +170,7 @@ class JobQueue:
     async def cancel(self, handle: JobHandle) -> None:
         """Tell whichever worker has the job (or will claim it) to stop; the handle stays until it ends."""
         try:
-            async with self._commands.pipeline(transaction=False) as pipe:
-                pipe.set(keys.cancelled(handle.job.id), 1, ex=600)
-                pipe.publish(keys.CANCEL_CHANNEL, handle.job.id)
-                await pipe.execute()
+            await self._cancel(keys=[keys.cancelled(handle.job.id)], args=[keys.CANCEL_CHANNEL, handle.job.id])
         except QUEUE_ERRORS:
             log.warning("could not publish the cancellation of job %s", handle.job.id)
 

@@ -17,10 +17,13 @@ from modelport.protocol import keys
 GATEWAY_USER = "modelport"
 ADMIN_USER = "admin"
 
+# What a cluster client asks a node when it starts and after a failover: the slots' owners, and the key
+# positions of commands (read-only; on a single node they are allowed and unused).
+CLUSTER_TOPOLOGY = ("+cluster|slots", "+cluster|shards", "+command")
 GATEWAY_RULES = (
     f"~{keys.PREFIX}:*", f"&{keys.PREFIX}:*",
     "-@all", "+@read", "+@write", "+@stream", "+@pubsub", "+@connection", "+@transaction",
-    "+eval", "+evalsha", "+script|load", "+script|exists", "+time", "-@dangerous",
+    "+eval", "+evalsha", "+script|load", "+script|exists", "+time", "-@dangerous", *CLUSTER_TOPOLOGY,
 )
 WORKER_COMMANDS = (
     "+ping", "+select", "+hello", "+client|setname", "+client|id", "+time",
@@ -29,7 +32,7 @@ WORKER_COMMANDS = (
     "+xgroup|create", "+xgroup|delconsumer", "+xinfo|consumers",
     "+hset", "+hdel", "+hget", "+hexists", "+exists",
     "+zadd", "+zrem", "+zpopmin", "+zrangebylex", "+zrangebyscore", "+zremrangebyscore", "+zcard", "+pexpire",
-    "+incr", "+decr",
+    "+incr", "+decr", *CLUSTER_TOPOLOGY,
 )
 
 

@@ -276,3 +276,12 @@ HELD = WRITES + NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
+
+# KEYS: the job's cancel flag. ARGV: the cancel channel, job id. Marks the job cancelled (for a worker that
+# claims it later) and tells the workers now, in one call: on a Redis Cluster a pipeline may not publish, and
+# a script's PUBLISH reaches every node's subscribers.
+CANCEL = WRITES + """
+redis.call('SET', KEYS[1], 1, 'EX', 600)
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"""

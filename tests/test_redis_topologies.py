@@ -1,7 +1,8 @@
-"""ModelPort on a Sentinel-managed Redis (a primary, a replica and three Sentinels): gateways, workers and the
-CLI find the primary through the Sentinels; the queue, limits, abort and revocation work there; and when
-the primary is killed mid-load, every request ends (answered, or with one clean error: none hangs) and new
-requests succeed once the Sentinels have promoted the replica."""
+"""ModelPort on Redis beyond one node: a Sentinel-managed primary (a primary, a replica and three
+Sentinels) and a Redis Cluster (three primaries with a replica each). Gateways, workers and the CLI find
+their nodes by themselves; the queue, limits, abort and revocation work there; and when the node holding a
+model's keys is killed mid-load, every request ends (answered, or with one clean error: none hangs) and new
+requests succeed once its replica has taken over."""
 
 from __future__ import annotations
 
@@ -19,16 +20,16 @@ import redis
 from pydantic import ValidationError
 
 from modelport.settings import CommonSettings
-from tests.sentinel_servers import SentinelRedis
+from tests.redis_topologies import ClusterRedis, ReplicatedRedis, SentinelRedis
 from tests.system import System
 
 HI = [{"role": "user", "content": "hi"}]
-LOAD = 24  # streams running when the primary dies
+LOAD = 24  # streams running when the node holding their model's keys dies
 
 
 @dataclass
-class Sentinelled:
-    redis: SentinelRedis
+class Topology:
+    redis: ReplicatedRedis
     system: System
     base: str
     token: str
@@ -38,11 +39,12 @@ class Sentinelled:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-@pytest.fixture(scope="module")
-def sentinelled(tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterator[Sentinelled]:
-    server = SentinelRedis()
+@pytest.fixture(scope="module", params=[SentinelRedis, ClusterRedis], ids=["sentinel", "cluster"])
+def topology(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+             logs: Path) -> Iterator[Topology]:
+    server: ReplicatedRedis = request.param()
     server.start()
-    system = System(f"sqlite:///{tmp_path_factory.mktemp('sentinel') / 'db.sqlite'}", server, logs, **server.env)
+    system = System(f"sqlite:///{tmp_path_factory.mktemp('topology') / 'db.sqlite'}", server, logs, **server.env)
     system.cli("llm", "add", "quick", "--backend", "fake")
     system.cli("llm", "add", "slow", "--backend", "fake", "--delay-ms", "100", "--chunks", "40", "--max-queue", "512")
     system.cli("group", "add", "team")
@@ -52,45 +54,54 @@ def sentinelled(tmp_path_factory: pytest.TempPathFactory, logs: Path) -> Iterato
         system.cli("group", "grant", "team", model)
     token = system.cli("token", "create", "alice").strip().splitlines()[-1]
     system.workers("quick", "slow")
-    yield Sentinelled(server, system, system.gateway(), token)
+    yield Topology(server, system, system.gateway(), token)
     system.stop()
     server.stop()
 
 
-def test_requests_stream_through_the_primary_the_sentinels_name(sentinelled: Sentinelled) -> None:
-    client = openai.OpenAI(base_url=f"{sentinelled.base}/v1", api_key=sentinelled.token, max_retries=0)
+def test_requests_stream_through_the_nodes_the_processes_find(topology: Topology) -> None:
+    client = openai.OpenAI(base_url=f"{topology.base}/v1", api_key=topology.token, max_retries=0)
     stream = client.chat.completions.create(model="quick", messages=[{"role": "user", "content": "hi"}], stream=True)
     assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-    primary = redis.Redis(port=sentinelled.redis.primary_port(), password=sentinelled.redis.password)
-    names = {entry["name"] for entry in primary.client_list()}
-    primary.close()
+    node = redis.Redis(port=topology.redis.node_of("quick"), password=topology.redis.password)
+    names = {entry["name"] for entry in node.client_list()}
+    node.close()
     assert any(name.startswith("mp-gateway-") for name in names) and any(name.startswith("mp-worker-")
                                                                          for name in names)
+    # One gateway process holds at most four connections to any node: two for commands, its inbox's
+    # reader and its subscriber (as on a single Redis); on a cluster, each of those three clients also keeps
+    # the connection it discovered the cluster with, to the node the URL names.
+    for port in topology.redis.data_ports:
+        node = redis.Redis(port=port, password=topology.redis.password)
+        held = [entry["name"] for entry in node.client_list() if entry["name"].startswith("mp-gateway-")]
+        node.close()
+        discovery = 3 if isinstance(topology.redis, ClusterRedis) and port == topology.redis.port else 0
+        assert len(held) <= 4 + discovery, (port, held)
 
 
-def test_abort_limits_and_revocation_work_on_the_sentinel_primary(sentinelled: Sentinelled) -> None:
-    with httpx.stream("POST", f"{sentinelled.base}/v1.0/chat/completions", headers=sentinelled.headers,
+def test_abort_limits_and_revocation_work_there(topology: Topology) -> None:
+    with httpx.stream("POST", f"{topology.base}/v1.0/chat/completions", headers=topology.headers,
                       timeout=30, json={"model": "slow", "messages": HI, "stream": True}) as stream:
         lines = stream.iter_lines()
         assert next(line for line in lines if line.startswith("data: {"))
-        aborted = httpx.post(f"{sentinelled.base}/v1.0/chat/abort", headers=sentinelled.headers,
+        aborted = httpx.post(f"{topology.base}/v1.0/chat/abort", headers=topology.headers,
                              json={"ids": [stream.headers["x-request-id"]]})
         rest = list(lines)
     assert aborted.json() == {"object": "chat.abort", "cancelled": 1}
     assert json.loads([line for line in rest if line.startswith("data: {")][-1][6:])["choices"][0]["exit_code"] == 1
-    system = sentinelled.system
+    system = topology.system
     system.cli("user", "add", "bob")
     system.cli("user", "join", "bob", "team")
     system.cli("limit", "set", "user", "bob", "--rpm", "2")
     created = system.cli("token", "create", "bob").strip().splitlines()
     bob, prefix = created[-1], created[0].split()[1].rstrip("…")
-    statuses = [httpx.post(f"{sentinelled.base}/v1/chat/completions", headers={"Authorization": f"Bearer {bob}"},
+    statuses = [httpx.post(f"{topology.base}/v1/chat/completions", headers={"Authorization": f"Bearer {bob}"},
                            json={"model": "quick", "messages": HI}, timeout=10).status_code for _ in range(3)]
     assert statuses == [200, 200, 429]
     system.cli("token", "revoke", prefix)
     deadline = time.monotonic() + 1.5
-    while httpx.get(f"{sentinelled.base}/v1/models", headers={"Authorization": f"Bearer {bob}"}).status_code != 401:
-        assert time.monotonic() < deadline, "the revocation did not reach the gateway through the Sentinel primary"
+    while httpx.get(f"{topology.base}/v1/models", headers={"Authorization": f"Bearer {bob}"}).status_code != 401:
+        assert time.monotonic() < deadline, "the revocation did not reach the gateway"
         time.sleep(0.05)
 
 
@@ -101,7 +112,7 @@ class Outcome:
     durations: list[float] = field(default_factory=list)
 
 
-def test_killing_the_primary_mid_load_ends_every_request_and_service_resumes(sentinelled: Sentinelled) -> None:
+def test_killing_the_node_of_a_model_mid_load_ends_every_request_and_service_resumes(topology: Topology) -> None:
     outcome = Outcome()
     lock = threading.Lock()
 
@@ -109,7 +120,7 @@ def test_killing_the_primary_mid_load_ends_every_request_and_service_resumes(sen
         started = time.monotonic()
         frames: list[str] = []
         try:
-            with httpx.stream("POST", f"{sentinelled.base}/v1/chat/completions", headers=sentinelled.headers,
+            with httpx.stream("POST", f"{topology.base}/v1/chat/completions", headers=topology.headers,
                               timeout=60, json={"model": "slow", "messages": HI, "stream": True}) as response:
                 frames = [line for line in response.iter_lines() if line.startswith("data: ")]
                 status = response.status_code
@@ -127,11 +138,11 @@ def test_killing_the_primary_mid_load_ends_every_request_and_service_resumes(sen
         thread.start()
     time.sleep(1.0)
     killed_at = time.monotonic()
-    old = sentinelled.redis.kill_primary()
+    old = topology.redis.kill_node_of("slow")
     recovered = None
     while recovered is None and time.monotonic() - killed_at < 40:
-        answer = httpx.post(f"{sentinelled.base}/v1/chat/completions", headers=sentinelled.headers, timeout=10,
-                            json={"model": "quick", "messages": HI})
+        answer = httpx.post(f"{topology.base}/v1/chat/completions", headers=topology.headers, timeout=10,
+                            json={"model": "slow", "messages": HI, "max_tokens": 2})
         if answer.status_code == 200:
             recovered = time.monotonic() - killed_at
         else:
@@ -141,9 +152,9 @@ def test_killing_the_primary_mid_load_ends_every_request_and_service_resumes(sen
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads), "a request hung after the failover"
     assert recovered is not None, "no request succeeded within 40 s of the failover"
-    assert sentinelled.redis.primary_port() != old
+    assert topology.redis.node_of("slow") != old
     assert outcome.answered + len(outcome.errors) == LOAD
-    print(f"\nfailover: {LOAD} streams running when the primary died: {outcome.answered} answered, "
+    print(f"\n{type(topology.redis).__name__}: {LOAD} streams running when the node died: {outcome.answered} answered, "
           f"{len(outcome.errors)} ended with an error, longest {max(outcome.durations):.1f} s; new requests "
           f"succeed {recovered:.1f} s after the kill; errors: {sorted(set(outcome.errors))[:3]}")
 
