@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +48,14 @@ def topology(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     system = System(f"sqlite:///{tmp_path_factory.mktemp('topology') / 'db.sqlite'}", server, logs, **server.env)
     system.cli("llm", "add", "quick", "--backend", "fake")
     system.cli("llm", "add", "slow", "--backend", "fake", "--delay-ms", "100", "--chunks", "40", "--max-queue", "512")
+    system.cli("llm", "add", "single", "--backend", "fake", "--delay-ms", "20", "--chunks", "5", "--concurrency", "1")
     system.cli("group", "add", "team")
     system.cli("user", "add", "alice")
     system.cli("user", "join", "alice", "team")
-    for model in ("quick", "slow"):
+    for model in ("quick", "slow", "single"):
         system.cli("group", "grant", "team", model)
     token = system.cli("token", "create", "alice").strip().splitlines()[-1]
-    system.workers("quick", "slow")
+    system.workers("quick", "slow", "single")
     yield Topology(server, system, system.gateway(), token)
     system.stop()
     server.stop()
@@ -103,6 +105,31 @@ def test_abort_limits_and_revocation_work_there(topology: Topology) -> None:
     while httpx.get(f"{topology.base}/v1/models", headers={"Authorization": f"Bearer {bob}"}).status_code != 401:
         assert time.monotonic() < deadline, "the revocation did not reach the gateway"
         time.sleep(0.05)
+
+
+def test_a_waiting_request_is_served_in_fair_turn(topology: Topology) -> None:
+    system = topology.system
+    system.cli("user", "add", "carol")
+    system.cli("user", "join", "carol", "team")
+    carol = system.cli("token", "create", "carol").strip().splitlines()[-1]
+
+    def ask() -> int:
+        return httpx.post(f"{topology.base}/v1/chat/completions", headers=topology.headers, timeout=60,
+                          json={"model": "single", "messages": HI}).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        crowd = [pool.submit(ask) for _ in range(12)]
+        time.sleep(0.3)
+        with httpx.stream("POST", f"{topology.base}/v1/chat/completions", timeout=60,
+                          headers={"Authorization": f"Bearer {carol}"},
+                          json={"model": "single", "stream": True, "messages": HI}) as response:
+            lines = [line for line in response.iter_lines() if line]
+        still_waiting = sum(not future.done() for future in crowd)
+        assert [future.result() for future in crowd] == [200] * 12
+    # Carol, who was not waiting, goes ahead of a user already being served in turn: next in line, not
+    # behind the whole crowd (whose jobs mostly still wait when her answer is done).
+    assert lines[0] in (": queued, position 1", ": queued, position 2") and lines[-1] == "data: [DONE]"
+    assert still_waiting >= 6
 
 
 @dataclass
