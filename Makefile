@@ -19,6 +19,7 @@ lint: $(BIN)/modelport
 bench: deps
 	$(BIN)/python -m bench.overhead
 	$(BIN)/python -m bench.tracing
+	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.llamacpp_throughput
 
 deps: $(BIN)/modelport system-deps tests/node/node_modules/.package-lock.json
