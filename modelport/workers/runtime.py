@@ -252,9 +252,10 @@ class Worker:
                 if isinstance(item, Usage):
                     usage = item
                 else:
-                    claimed.produced += 1
+                    first = claimed.produced == 0
+                    claimed.produced += item.pieces
                     self.broker.outbox.put(claimed, item)
-                    if claimed.produced == 1:
+                    if first:
                         await self.broker.outbox.written()
             tracing.annotate(span, **{"modelport.deltas": claimed.produced})
         return Done(usage=usage or Usage(completion_tokens=claimed.produced))
