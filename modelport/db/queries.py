@@ -3,11 +3,12 @@ exist, usage writes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, insert, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -217,9 +218,11 @@ async def spent_by(session: AsyncSession, subject: str, day_start: datetime, mon
     return float(day or 0), float(month or 0), float(total or 0)
 
 
-async def write_usage(session: AsyncSession, records: Sequence[UsageRecord],
+async def write_usage(session: AsyncSession, records: Sequence[Mapping[str, Any]],
                       last_used: dict[int, datetime]) -> None:
-    session.add_all(records)
+    """Usage rows (a ``UsageRecord``'s fields each) in one bulk insert, and the tokens' last use."""
+    if records:
+        await session.execute(insert(UsageRecord), list(records))
     for token_id, moment in last_used.items():
         await session.exec(update(ApiToken).where(col(ApiToken.id) == token_id).values(last_used_at=moment))
     await session.commit()

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -16,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from modelport.broker.job_handle import JobHandle
 from modelport.broker.limits import Admission
 from modelport.db.queries import ModelEntry, write_usage
-from modelport.db.tables import UsageRecord, utcnow
+from modelport.db.tables import utcnow
 from modelport.gateway.auth import Principal
 from modelport.protocol.envelope import Done, Failed
 from modelport.protocol.spend import FREE, Price
@@ -74,7 +75,7 @@ class UsageWriter:
         self._on_record = on_record
         self._flush_s = flush_s
         self._settle_s = settle_s
-        self._records: list[UsageRecord] = []
+        self._records: list[dict[str, Any]] = []  # usage rows, written in bulk (no ORM object per request)
         self._last_used: dict[int, datetime] = {}
         self._settling: set[asyncio.Task[None]] = set()
 
@@ -82,15 +83,16 @@ class UsageWriter:
         if len(self._records) >= MAX_BACKLOG:
             log.error("usage backlog full; dropping the oldest record")
             self._records.pop(0)
-        self._records.append(UsageRecord(
-            job_id=outcome.job_id, user_id=outcome.principal.user_id, token_id=outcome.principal.token_id,
-            model=outcome.model, stream=outcome.stream, status=outcome.status,
+        now = utcnow()
+        self._records.append(dict(
+            created_at=now, job_id=outcome.job_id, user_id=outcome.principal.user_id,
+            token_id=outcome.principal.token_id, model=outcome.model, stream=outcome.stream, status=outcome.status,
             prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
             latency_ms=round((outcome.ended_at - outcome.started_at) * 1000),
             ttft_ms=None if outcome.ttft_s is None else round((outcome.ttft_s - outcome.started_at) * 1000),
             cost=outcome.cost, group_id=outcome.principal.group_id or None, endpoint=outcome.endpoint,
         ))
-        self._last_used[outcome.principal.token_id] = utcnow()
+        self._last_used[outcome.principal.token_id] = now
         self._on_record(outcome)
 
     def settle_later(self, handle: JobHandle, outcome: Outcome) -> None:
@@ -130,6 +132,6 @@ class UsageWriter:
                 await write_usage(session, records, last_used)
         except (SQLAlchemyError, OSError):
             log.exception("could not write %d usage records; keeping them for the next flush", len(records))
-            self._records[:0] = [UsageRecord.model_validate(record.model_dump()) for record in records]
+            self._records[:0] = records
             for token_id, moment in last_used.items():
                 self._last_used.setdefault(token_id, moment)
