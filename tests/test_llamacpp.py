@@ -151,6 +151,9 @@ def test_a_legacy_completion_continues_the_raw_prompt_as_the_model_does(local: L
     with pytest.raises(openai.BadRequestError) as refused:  # Gemma 3 has no fill-in-the-middle tokens
         client(local).completions.create(model="gemma", prompt="def f(", suffix="return 1")
     assert refused.value.param == "suffix"
+    with pytest.raises(openai.BadRequestError) as refused:  # a token array is checked against the vocabulary
+        client(local).completions.create(model="gemma", prompt=[[2, 10_000_000]], max_tokens=2)
+    assert refused.value.param == "prompt[0]" and "tokens are below" in refused.value.message
 
 
 def test_the_gguf_loaded_to_embed_gives_the_models_own_pooled_vectors(local: Local) -> None:

@@ -132,10 +132,16 @@ class LlamaCppBackend:
         assert llm is not None
         if isinstance(item, str):
             return item
-        if any(token >= llm.n_vocab() for token in item):
+        return llm.detokenize(self._known_tokens(item, param)).decode(errors="replace")
+
+    def _known_tokens(self, tokens: list[int], param: str) -> list[int]:
+        """A token array, once every token is one of this model's (a 400 naming ``param`` otherwise)."""
+        llm = self._llm
+        assert llm is not None
+        if any(token >= llm.n_vocab() for token in tokens):
             raise InvalidRequest(f"Invalid value for '{param}': this model's tokens are below {llm.n_vocab()}.",
                                  param=param)
-        return llm.detokenize(item).decode(errors="replace")
+        return tokens
 
     def _generate(self, params: GenerationParams, emit: Callable[[Delta | Usage | BaseException], None],
                   stop: threading.Event) -> None:
@@ -177,7 +183,7 @@ class LlamaCppBackend:
         llm = self._llm
         assert llm is not None
         tokens = llm.tokenize(self._input_text(prompt, param).encode(), add_bos=suffix is None, special=True) \
-            if isinstance(prompt, str) or suffix is not None else list(prompt)
+            if isinstance(prompt, str) or suffix is not None else self._known_tokens(list(prompt), param)
         if suffix is None:
             return tokens
         vocab = llm._model.vocab
