@@ -51,6 +51,30 @@ def test_a_request_waits_for_the_first_worker_of_a_model_that_scales_to_zero(col
     assert 'modelport_queue_depth{model="cold"} 0.0' in httpx.get(f"{base}/metrics").text
 
 
+def test_a_stream_waiting_for_the_first_worker_hears_so_until_it_starts(cold: System) -> None:
+    cold.cli("llm", "add", "colder", "--backend", "fake", "--scale-to-zero")
+    token = cold.user_with_token("colder")
+    base = cold.gateway()
+    lines: list[str] = []
+
+    def listen() -> None:
+        with httpx.stream("POST", f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {token}"},
+                          timeout=30, json={"model": "colder", "stream": True,
+                                            "messages": [{"role": "user", "content": "hi"}]}) as response:
+            lines.extend(line for line in response.iter_lines() if line)
+
+    listening = threading.Thread(target=listen)
+    listening.start()
+    deadline = time.monotonic() + 10
+    while not lines:  # the headers and the first comment come at once, with no worker yet
+        assert time.monotonic() < deadline, "a stream waiting for a worker heard nothing"
+        time.sleep(0.05)
+    assert lines[0] == ": waiting for a worker to start"
+    cold.worker("colder")
+    listening.join(timeout=20)
+    assert lines[-1] == "data: [DONE]" and any(line.startswith("data: {") for line in lines)
+
+
 def test_without_the_mark_no_worker_is_a_fast_503(cold: System) -> None:
     cold.cli("llm", "set", "warm-only", "--scale-to-zero")
     cold.cli("llm", "set", "warm-only", "--no-scale-to-zero")

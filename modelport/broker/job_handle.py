@@ -17,6 +17,7 @@ class JobHandle:
         self.job = job
         self.group_id = group_id  # whose share of the model's queue the job also counts against
         self.waits_for_worker = waits_for_worker  # its model scales to zero: no live worker is no failure
+        self.awaits_first_worker = False  # queued while no worker was live (one is starting for it)
         self.started = False
         self.finished = False
         self.position = 0

@@ -124,7 +124,8 @@ class JobQueue:
             async with self._commands.pipeline(transaction=False) as pipe:
                 pipe.evalsha(self._submit.sha, len(script_keys), *script_keys, *args)
                 pipe.evalsha(self._hold.sha, 1, keys.in_flight(job.user_id), self._lease_ms, job.id)
-                (outcome, member, entry), _ = await pipe.execute()
+                (outcome, member, entry, *live), _ = await pipe.execute()
+                handle.awaits_first_worker = bool(live) and int(live[0]) == 0
                 return int(outcome), (member.decode(), entry.decode()) if int(outcome) > 0 else None
 
         try:

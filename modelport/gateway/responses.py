@@ -123,7 +123,8 @@ class JobResponse:
 
     async def _respond(self, send: Send) -> None:
         renderer = self.renderer
-        if not isinstance(renderer, BodyBuilder) and renderer.comments and self.handle.position > 0:
+        waiting = self.handle.position > 0 or self.handle.awaits_first_worker
+        if not isinstance(renderer, BodyBuilder) and renderer.comments and waiting:
             await self._send_queued_stream(send)
             return
         first = await self._next_or_fallback()
@@ -155,12 +156,14 @@ class JobResponse:
         await send({"type": "http.response.body", "body": body})
 
     async def _send_queued_stream(self, send: Send) -> None:
-        """A stream that waits behind others: the headers go out at once (``x-modelport-served-by`` names the
-        first LLM tried; the chunks name a fallback that answers), then SSE comments with its place in the
-        queue until the first token (any failure now arrives as an error frame)."""
+        """A stream that waits behind others (or for the first worker of a model that scales to zero): the
+        headers go out at once (``x-modelport-served-by`` names the first LLM tried; the chunks name a fallback
+        that answers), then SSE comments with its place in the queue until the first token (any failure now
+        arrives as an error frame)."""
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})
-        await send({"type": "http.response.body", "body": f": queued, position {self.handle.position}\n\n".encode(),
-                    "more_body": True})
+        comment = (f": queued, position {self.handle.position}" if self.handle.position
+                   else ": waiting for a worker to start")
+        await send({"type": "http.response.body", "body": f"{comment}\n\n".encode(), "more_body": True})
         while True:
             try:
                 first = await asyncio.wait_for(self.handle.next(), timeout=QUEUE_COMMENT_S)
@@ -181,7 +184,9 @@ class JobResponse:
             position = await self.jobs.position(self.handle)
         except QUEUE_ERRORS:
             return b": still queued\n\n"
-        return f": queued, position {position}\n\n".encode() if position else b": starting\n\n"
+        if position:
+            return f": queued, position {position}\n\n".encode()
+        return b": waiting for a worker to start\n\n" if self.handle.awaits_first_worker else b": starting\n\n"
 
     async def _send_stream(self, send: Send, renderer: StreamRenderer, first: Delta | Done) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + self.headers})

@@ -84,9 +84,10 @@ end
 # ARGV: max outstanding jobs, job JSON, job id, user id, priority, the user's share of the queue, lease ms
 # (the user's and the group's jobs are held as HOLD holds, see below), the group's share, 1 to queue the job
 # even with no live worker (a model that scales to zero: its queue starts one).
-# Returns {outcome, member, entry}: outcome 0 when sent to the stream, N > 0 when waiting at fair position N
-# (then its rotation member "priority|user" and its entry "user|turn|job", which POSITION takes), or one of
-# the refusals below.
+# Returns {outcome, member, entry}: outcome 0 when sent to the stream (then also the number of live workers,
+# 0 for a job that waits for the first worker of a model that scales to zero), N > 0 when waiting at fair
+# position N (then its rotation member "priority|user" and its entry "user|turn|job", which POSITION takes),
+# or one of the refusals below.
 
 
 class Submitted(enum.IntEnum):
@@ -101,7 +102,8 @@ class Submitted(enum.IntEnum):
 SUBMIT = WRITES + UNDELIVERED + FAIR_POSITION + KEEP_FOR + "".join(
     f"local {refusal.name} = {refusal.value}\n" for refusal in Submitted) + NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) == 0 and ARGV[9] ~= '1' then return {NO_WORKER, '', ''} end
+local live = redis.call('ZCARD', KEYS[1])
+if live == 0 and ARGV[9] ~= '1' then return {NO_WORKER, '', ''} end
 local waiting = tonumber(redis.call('GET', KEYS[7]) or '0')
 if redis.call('XLEN', KEYS[2]) + waiting >= tonumber(ARGV[1]) then return {FULL, '', ''} end
 for i, share in ipairs({ARGV[6], ARGV[8]}) do
@@ -114,7 +116,7 @@ for i = 8, 9 do
 end
 if waiting == 0 and undelivered(KEYS[2]) <= 0 then
   redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
-  return {0, '', ''}
+  return {0, '', '', live}
 end
 local turn = redis.call('INCR', KEYS[6])
 local entry = ARGV[4] .. '|' .. string.format('%016d', turn) .. '|' .. ARGV[3]
