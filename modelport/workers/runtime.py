@@ -198,10 +198,11 @@ class Worker:
 
     async def _serve(self, claimed: ClaimedJob) -> None:
         """Run a claimed job, traced as part of its request's trace when the gateway traced it."""
+        if not tracing.enabled():
+            return await self._run(claimed)
         job = claimed.job
         parent = tracing.continued({"traceparent": job.traceparent}) if job.traceparent else None
-        attributes: tracing.Attributes = {"modelport.job": job.id, "modelport.model": job.model,
-                                          "modelport.attempt": claimed.attempt}
+        attributes = {"modelport.job": job.id, "modelport.model": job.model, "modelport.attempt": str(claimed.attempt)}
         if job.queued_ms:
             tracing.record_since("queue wait", job.queued_ms, parent=parent, attributes=attributes)
         with tracing.span("worker claim", kind=SpanKind.CONSUMER, parent=parent, attributes=attributes):
