@@ -47,27 +47,34 @@ class CommonSettings(BaseSettings):
     @field_validator("redis_sentinels")
     @classmethod
     def sentinel_addresses(cls, value: str) -> str:
-        for address in filter(None, (part.strip() for part in value.split(","))):
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"'{address}' is not host:port (MODELPORT_REDIS_SENTINELS is host:port,host:port,…)")
+        sentinel_list(value)
         return value
 
     @model_validator(mode="after")
     def one_redis_topology(self) -> CommonSettings:
-        if self.redis_cluster and self.redis_sentinels.strip(" ,"):
+        if self.redis_cluster and sentinel_list(self.redis_sentinels):
             raise ValueError("MODELPORT_REDIS_CLUSTER and MODELPORT_REDIS_SENTINELS exclude each other: a Redis "
                              "Cluster fails over by itself")
         return self
 
     def redis_target(self) -> RedisTarget:
         """Where this process finds Redis: the URL, and the Sentinels when a Sentinel-managed primary serves it."""
-        sentinels = tuple((host, int(port)) for host, _, port in (
-            part.strip().rpartition(":") for part in self.redis_sentinels.split(",") if part.strip()))
-        return RedisTarget(self.redis_url, sentinels, self.redis_sentinel_service, self.redis_cluster)
+        return RedisTarget(self.redis_url, sentinel_list(self.redis_sentinels), self.redis_sentinel_service,
+                           self.redis_cluster)
 
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
     def upstream_policy(self) -> UpstreamPolicy:
         return UpstreamPolicy(key_envs=tuple(self.upstream_key_envs), hosts=tuple(self.upstream_hosts))
+
+
+def sentinel_list(value: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port,…`` as addresses (empty parts ignored); a ValueError naming a malformed one."""
+    addresses = []
+    for address in filter(None, (part.strip() for part in value.split(","))):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{address}' is not host:port (MODELPORT_REDIS_SENTINELS is host:port,host:port,…)")
+        addresses.append((host, int(port)))
+    return tuple(addresses)

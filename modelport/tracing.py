@@ -31,14 +31,13 @@ _tracer: trace.Tracer | None = None
 _provider: TracerProvider | None = None
 
 
-def configure(service: str) -> bool:
-    """Export this process's spans as ``service`` (``OTEL_SERVICE_NAME`` wins) when an OTLP endpoint is set;
-    whether tracing is on. Idempotent: uvicorn's worker processes call it again."""
+def configure(service: str) -> None:
+    """Export this process's spans as ``service`` (``OTEL_SERVICE_NAME`` wins) when an OTLP endpoint is set.
+    Idempotent: uvicorn's worker processes call it again."""
     global _tracer, _provider
-    if _tracer is not None:
-        return True
-    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
-        return False
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if _tracer is not None or not endpoint:
+        return
     # The SDK and its exporter are imported only here: a process that does not trace never loads them.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -50,7 +49,6 @@ def configure(service: str) -> bool:
     _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     _tracer = _provider.get_tracer("modelport")
     log.info("exporting traces as %s", resource.attributes.get("service.name"))
-    return True
 
 
 def enabled() -> bool:

@@ -143,8 +143,7 @@ class JobQueue:
             held = [job_id.decode() if isinstance(job_id, bytes) else job_id for job_id in members]
             wanted = set(job_ids or ())
             chosen = held if job_ids is None else [job_id for job_id in held if job_id.partition(".")[0] in wanted]
-            for job_id in chosen:
-                await self._cancel(keys=[keys.cancelled(job_id)], args=[keys.CANCEL_CHANNEL, job_id])
+            await self._mark_cancelled(chosen)
         except QUEUE_ERRORS:
             raise Unavailable("The job queue is unreachable; try again shortly.", code="queue_unavailable") from None
         return len(chosen)
@@ -171,9 +170,26 @@ class JobQueue:
     async def cancel(self, handle: JobHandle) -> None:
         """Tell whichever worker has the job (or will claim it) to stop; the handle stays until it ends."""
         try:
-            await self._cancel(keys=[keys.cancelled(handle.job.id)], args=[keys.CANCEL_CHANNEL, handle.job.id])
+            await self._mark_cancelled([handle.job.id])
         except QUEUE_ERRORS:
             log.warning("could not publish the cancellation of job %s", handle.job.id)
+
+    async def _mark_cancelled(self, job_ids: list[str]) -> None:
+        """Mark the jobs cancelled (for a worker that claims one later) and tell the workers now, in one round
+        trip: a CANCEL script each, since on a Redis Cluster a pipeline may not publish."""
+        async def run() -> None:
+            async with self._commands.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.evalsha(self._cancel.sha, 1, keys.cancelled(job_id), keys.CANCEL_CHANNEL, job_id)
+                await pipe.execute()
+
+        if not job_ids:
+            return
+        try:
+            await run()
+        except NoScriptError:
+            await self._commands.script_load(scripts.CANCEL)
+            await run()
 
     async def live_workers(self, model: str) -> int:
         return int(await self._live(keys=[keys.workers(model)]))
@@ -262,8 +278,11 @@ class JobQueue:
     async def fail_orphans(self) -> None:
         """Fail fast the jobs of models whose last worker stopped (not those of a model that scales to zero:
         they wait for the worker their queue starts, until their deadline)."""
-        for model in {handle.job.model for handle in self.handles.values() if not handle.waits_for_worker}:
+        by_model: dict[str, list[JobHandle]] = {}
+        for handle in self.handles.values():
+            if not handle.waits_for_worker:
+                by_model.setdefault(handle.job.model, []).append(handle)
+        for model, handles in by_model.items():
             if await self.live_workers(model) == 0:
-                for handle in [handle for handle in self.handles.values()
-                               if handle.job.model == model and not handle.waits_for_worker]:
+                for handle in handles:
                     self._abandon(handle, NoWorker(f"The last worker serving '{model}' stopped."))
