@@ -5,10 +5,14 @@ ModelPort (gateway + Redis + openai_compat worker), all on this machine:
 
 1. concurrency 1: added time to first token and added total latency (p50/p99);
 2. concurrency 50: streamed requests per second, p99, and CPU of gateway + worker + Redis per request;
+   then the same load not streamed (one JSON body each);
 3. 200 concurrent streams of 64 chunks 5 ms apart: time to first token, total and the longest gap between
    two chunks a client sees, against the same load sent direct;
 4. 1,000 concurrent slow streams held by one gateway process: its RSS, its Redis connections, and
-   whether any text was lost or reordered.
+   whether any text was lost or reordered;
+5. the idle stack (gateway, two workers and Redis, nothing asked of them): CPU as a share of one core.
+
+Each figure is printed beside its target (issue 16) and, where there is one, its direct counterpart.
 
 Run with ``make bench`` (or ``python -m bench.overhead --help`` for the sizes).
 """
@@ -19,6 +23,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +49,17 @@ class Timing:
     gap: float = 0.0  # the longest wait between two chunks
 
 
+
+
+async def complete_once(session: aiohttp.ClientSession, url: str, token: str, model: str) -> Timing:
+    """One request without streaming: its time and the answer's text."""
+    started = time.perf_counter()
+    body = {"model": model, "messages": MESSAGES}
+    async with session.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+        response.raise_for_status()
+        answer = orjson.loads(await response.read())
+    elapsed = time.perf_counter() - started
+    return Timing(elapsed, elapsed, str(answer["choices"][0]["message"]["content"]))
 
 
 async def stream_once(session: aiohttp.ClientSession, url: str, token: str, model: str) -> Timing:
@@ -91,14 +107,15 @@ async def sequential(targets: dict[str, tuple[str, str]], token: str, count: int
     return results
 
 
-async def concurrent(url: str, token: str, model: str, count: int, concurrency: int) -> tuple[float, list[Timing]]:
+async def concurrent(url: str, token: str, model: str, count: int, concurrency: int,
+                     once: Callable[..., Awaitable[Timing]] = stream_once) -> tuple[float, list[Timing]]:
     timings: list[Timing] = []
     queue = iter(range(count))
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
         async def client() -> None:
             for _ in queue:
-                timings.append(await stream_once(session, url, token, model))
+                timings.append(await once(session, url, token, model))
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -138,40 +155,51 @@ def start(root: Path, redis_server: RedisServer, slow_delay_ms: int, slow_chunks
     token = system.user_with_token("fast")
     gateway = system.gateway()
     gateway_pid = system.processes[-1].handle.pid
-    fast_worker, _slow_worker, _paced_worker = system.workers("fast", "slow", "paced")
+    fast_worker, slow_worker, _paced_worker = system.workers("fast", "slow", "paced")
     assert redis_server.process is not None
     processes = {"gateway": psutil.Process(gateway_pid), "redis": psutil.Process(redis_server.process.pid),
-                 "worker": psutil.Process(fast_worker.handle.pid)}
+                 "worker": psutil.Process(fast_worker.handle.pid),
+                 "slow worker": psutil.Process(slow_worker.handle.pid)}
     return Bench(system, gateway, upstream_url, token, processes)
 
 
 def report_sequential(bench: Bench, count: int) -> None:
     targets = {"direct": (f"{bench.upstream}/chat/completions", UPSTREAM_FAST),
                "modelport": (f"{bench.gateway}/v1/chat/completions", "fast")}
+    stack = [bench.processes[name] for name in ("gateway", "worker", "redis")]
+    before = cpu_seconds(stack)
     results = asyncio.run(sequential(targets, bench.token, count))
+    spent = cpu_seconds(stack) - before
     direct, through = results["direct"], results["modelport"]
     print(f"\n== concurrency 1, {count} streamed requests of 64 chunks each (interleaved)")
+    print(f"  CPU of gateway + worker + Redis per request: {spent / count * 1000:.2f} ms (target <= 4 ms)")
     for label, key in (("time to first token", "ttft"), ("total latency", "total")):
         d = [getattr(t, key) for t in direct]
         m = [getattr(t, key) for t in through]
         print(f"{label:>20}: direct p50 {pct(d, .5):6.2f} ms p99 {pct(d, .99):6.2f} ms | modelport p50 "
               f"{pct(m, .5):6.2f} ms p99 {pct(m, .99):6.2f} ms | added p50 {pct(m, .5) - pct(d, .5):+6.2f} ms "
-              f"p99 {pct(m, .99) - pct(d, .99):+6.2f} ms")
+              f"p99 {pct(m, .99) - pct(d, .99):+6.2f} ms"
+              + (" (target: added p50 <= 2 ms)" if key == "ttft" else ""))
     assert all(t.text == direct[0].text for t in through), "modelport changed the text"
 
 
-def report_concurrent(bench: Bench, count: int, concurrency: int) -> None:
-    print(f"\n== concurrency {concurrency}, {count} streamed requests of 64 chunks each")
+def report_concurrent(bench: Bench, count: int, concurrency: int, stream: bool = True) -> None:
+    kind = "streamed" if stream else "non-streamed"
+    once = stream_once if stream else complete_once
+    print(f"\n== concurrency {concurrency}, {count} {kind} requests of 64 chunks each")
     elapsed, direct = asyncio.run(concurrent(f"{bench.upstream}/chat/completions", bench.token, UPSTREAM_FAST,
-                                             count, concurrency))
-    print(f"  direct:    {count / elapsed:7.1f} req/s   p99 {pct([t.total for t in direct], .99):7.1f} ms")
+                                             count, concurrency, once))
+    direct_rate = count / elapsed
+    print(f"  direct:    {direct_rate:7.1f} req/s   p99 {pct([t.total for t in direct], .99):7.1f} ms")
     before = {name: cpu_seconds([bench.processes[name]]) for name in ("gateway", "worker", "redis")}
     elapsed, through = asyncio.run(concurrent(f"{bench.gateway}/v1/chat/completions", bench.token, "fast", count,
-                                              concurrency))
+                                              concurrency, once))
     spent = {name: cpu_seconds([bench.processes[name]]) - before[name] for name in before}
-    print(f"  modelport: {count / elapsed:7.1f} req/s   p99 {pct([t.total for t in through], .99):7.1f} ms")
+    rate = count / elapsed
+    print(f"  modelport: {rate:7.1f} req/s   p99 {pct([t.total for t in through], .99):7.1f} ms   "
+          f"{rate / direct_rate:.2f} of direct (target >= {500 if stream else 600} req/s)")
     print("  CPU per request: " + ", ".join(f"{name} {spent[name] / count * 1000:.2f} ms" for name in spent)
-          + f"; together {sum(spent.values()) / count * 1000:.2f} ms")
+          + f"; together {sum(spent.values()) / count * 1000:.2f} ms" + (" (target <= 3 ms)" if stream else ""))
     expected = direct[0].text
     assert all(t.text == expected for t in through), "text lost or reordered under load"
 
@@ -187,7 +215,19 @@ def report_paced(bench: Bench, streams: int) -> None:
                                      ("longest gap between chunks p99", "gap", .99, None)):
         d, m = pct([getattr(t, key) for t in direct], q), pct([getattr(t, key) for t in through], q)
         target = f"target <= direct + {allowance} ms" if allowance else "target <= 100 ms"
-        print(f"  {label:>31}: direct {d:7.1f} ms | modelport {m:7.1f} ms | added {m - d:+7.1f} ms ({target})")
+        print(f"  {label:>31}: direct {d:7.1f} ms | modelport {m:7.1f} ms | added {m - d:+7.1f} ms, "
+              f"{m / d:.2f}x ({target})")
+
+
+def report_idle(bench: Bench, seconds: float) -> None:
+    """What the stack costs while nobody asks anything of it: heartbeats, leases, blocking reads."""
+    stack = [bench.processes[name] for name in ("gateway", "worker", "slow worker", "redis")]
+    time.sleep(2)  # the last phase's stragglers settle
+    before, started = cpu_seconds(stack), time.perf_counter()
+    time.sleep(seconds)
+    share = (cpu_seconds(stack) - before) / (time.perf_counter() - started) * 100
+    print(f"\n== idle for {seconds:.0f} s: gateway, two workers and Redis use {share:.2f} % of one core "
+          "(target: as quiet as before, 1.6 %)")
 
 
 def report_slow_streams(bench: Bench, streams: int, delay_ms: int, chunks: int) -> None:
@@ -215,8 +255,9 @@ def report_slow_streams(bench: Bench, streams: int, delay_ms: int, chunks: int) 
     elapsed, timings = asyncio.run(run())
     expected = "".join(WORDS[i % len(WORDS)] for i in range(chunks))
     lost = sum(t.text != expected for t in timings)
-    print(f"  completed {len(timings)} streams in {elapsed:.1f} s; streams with lost/reordered text: {lost}")
-    print(f"  gateway RSS peak {peaks['rss'] / 2**20:.0f} MB; gateway Redis connections peak {peaks['connections']}")
+    print(f"  completed {len(timings)} streams in {elapsed:.1f} s; streams with lost/reordered text: {lost} (target 0)")
+    print(f"  gateway RSS peak {peaks['rss'] / 2**20:.0f} MB (target <= 300 MB); gateway Redis connections peak "
+          f"{peaks['connections']} (target <= 4)")
 
 
 def main() -> None:
@@ -226,6 +267,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--streams", type=int, default=1000)
     parser.add_argument("--paced", type=int, default=200, help="concurrent streams paced 5 ms a chunk")
+    parser.add_argument("--idle-s", type=float, default=20.0, help="seconds the idle stack is watched")
     parser.add_argument("--slow-delay-ms", type=int, default=500)
     parser.add_argument("--slow-chunks", type=int, default=20)
     args = parser.parse_args()
@@ -236,8 +278,10 @@ def main() -> None:
     try:
         report_sequential(bench, args.sequential)
         report_concurrent(bench, args.requests, args.concurrency)
+        report_concurrent(bench, args.requests, args.concurrency, stream=False)
         report_paced(bench, args.paced)
         report_slow_streams(bench, args.streams, args.slow_delay_ms, args.slow_chunks)
+        report_idle(bench, args.idle_s)
     finally:
         bench.system.stop()
         redis_server.stop()

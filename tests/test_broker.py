@@ -92,6 +92,33 @@ async def test_waiting_jobs_know_their_place_in_the_fair_order(gateway: GatewayB
     assert (await gateway.jobs.queue_stats([model]))[model][0] == 5  # three running, two waiting
 
 
+async def test_jobs_go_straight_to_the_stream_while_live_workers_have_free_slots(
+        gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer) -> None:
+    """The fair queue is for jobs that must wait: while the live workers have said they have free slots,
+    jobs go straight to the stream (skipping the fair queue's bookkeeping and the worker's move); a worker
+    that takes none says so, and a worker whose heartbeat lapsed no longer counts."""
+    model = worker.model
+    await worker.ensure_group()
+    lapsing = WorkerBroker(redis_server.url, model, "w2", lease_ms=200)
+    await lapsing.heartbeat()
+    assert await lapsing.claim(50, block_ms=10) == []  # it says it has 50 free slots, then stops beating
+
+    async def submit(user_id: int) -> JobHandle:
+        return await gateway.jobs.submit(model, PARAMS, user="u", user_id=user_id, timeout_s=5, max_queue=100)
+
+    assert await worker.claim(4, block_ms=10) == []  # four free slots
+    await asyncio.sleep(0.3)
+    first = [await submit(21) for _ in range(4)]
+    assert [handle.position for handle in first] == [0, 0, 0, 0]
+    assert (await submit(21)).position == 1  # the lapsed worker's 50 slots are not counted
+    assert len(await worker.claim(4, block_ms=10)) == 4
+    assert len(await worker.claim(1, block_ms=10)) == 1  # the waiting job moves over when asked for
+    await worker.claiming_none()  # full now
+    # As when workers say nothing (an earlier build), one job may wait in the stream, the next waits fairly.
+    assert [(await submit(22)).position for _ in range(2)] == [0, 1]
+    await lapsing.close()
+
+
 async def test_submit_loads_its_script_again_after_redis_forgot_it(
         gateway: GatewayBroker, worker: WorkerBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = worker.model
@@ -117,6 +144,29 @@ async def test_worker_serves_the_queue_without_losing_or_reordering_deltas(
     expected = " ".join(f"w{i}" for i in range(400))
     assert all(text == expected and isinstance(end, Done) for text, end in results)
     assert await probe.xlen(keys.jobs(model)) == 0
+
+
+async def test_jobs_cancelled_while_queued_never_start_when_claimed_together(
+        gateway: GatewayBroker, redis_server: RedisServer) -> None:
+    """Whether each job of one claim was cancelled while queued is asked in one round trip: the answer for
+    each is its own (the cancelled ones end before any text, the others run)."""
+    model = model_name()
+    broker = WorkerBroker(redis_server.url, model, "w1")
+    await broker.heartbeat()
+    handles = [await gateway.jobs.submit(model, PARAMS, user="u", user_id=31, timeout_s=20, max_queue=100)
+               for _ in range(6)]
+    for handle in handles[1::2]:
+        await gateway.jobs.cancel(handle)
+    stop = asyncio.Event()
+    running = asyncio.create_task(Worker(broker, FakeBackend(FakeConfig(reply="one two"))).run(stop))
+    results = await asyncio.gather(*(collect(handle) for handle in handles))
+    stop.set()
+    await running
+    for position, (text, end) in enumerate(results):
+        if position % 2:
+            assert text == "" and isinstance(end, Failed) and end.error.type == "cancelled"
+        else:
+            assert text == "one two" and isinstance(end, Done)
 
 
 async def test_a_replaced_backend_finishes_its_running_jobs_before_it_closes(

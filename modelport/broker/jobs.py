@@ -116,7 +116,7 @@ class JobQueue:
         job = handle.job
         script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model),
                        keys.user_jobs(job.model, job.user_id), keys.group_jobs(job.model, handle.group_id),
-                       keys.waiting_since(job.model)]
+                       keys.waiting_since(job.model), keys.free_slots(job.model)]
         args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority, user_places,
                                  self._lease_ms, group_places, int(wait_for_worker)]
 

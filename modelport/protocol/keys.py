@@ -42,6 +42,12 @@ def heartbeats(model: str) -> str:
     return f"{PREFIX}:{{{model}}}:heartbeats"
 
 
+def free_slots(model: str) -> str:
+    """Hash of the model's workers' free slots as each said when it last asked for jobs (0 while it takes none):
+    SUBMIT sends a job straight to the stream while that holds fewer undelivered jobs than live workers take."""
+    return f"{PREFIX}:{{{model}}}:free-slots"
+
+
 def waiting_since(model: str) -> str:
     """Sorted set of the jobs waiting in the model's fair queue, scored by when they began waiting (server ms)."""
     return f"{PREFIX}:{{{model}}}:waiting-since"

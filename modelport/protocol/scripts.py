@@ -39,8 +39,9 @@ end
 # who just started waiting 1e11 earlier, so they go before those being served round-robin), each
 # user's waiting jobs (sorted set of "user|turn|job" with equal scores, read by lex range), the job
 # bodies (hash), a turn counter and the number waiting. Jobs go straight into the jobs stream while
-# nothing waits; under contention they wait here and workers move them over as slots free up, highest
-# priority first and round-robin between users within a priority.
+# nothing waits and the stream holds fewer undelivered jobs than the live workers said they have free
+# slots for (at least one: workers that say nothing); otherwise they wait here and workers move them over
+# as slots free up, highest priority first and round-robin between users within a priority.
 UNDELIVERED = """
 local function undelivered(stream)
   local ok, summary = pcall(redis.call, 'XPENDING', stream, 'workers')
@@ -80,7 +81,7 @@ end
 """
 
 # KEYS: workers, jobs, rotation, waiting jobs, job bodies, turn, waiting count, the user's jobs, the group's jobs,
-# waiting since.
+# waiting since, free slots.
 # ARGV: max outstanding jobs, job JSON, job id, user id, priority, the user's share of the queue, lease ms
 # (the user's and the group's jobs are held as HOLD holds, see below), the group's share, 1 to queue the job
 # even with no live worker (a model that scales to zero: its queue starts one).
@@ -114,9 +115,15 @@ for i = 8, 9 do
   redis.call('ZADD', KEYS[i], now + tonumber(ARGV[7]), ARGV[3])
   keep_for(KEYS[i], tonumber(ARGV[7]))
 end
-if waiting == 0 and undelivered(KEYS[2]) <= 0 then
-  redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
-  return {0, '', '', live}
+if waiting == 0 then
+  local capacity, free = 0, redis.call('HGETALL', KEYS[11])
+  for i = 1, #free, 2 do
+    if redis.call('ZSCORE', KEYS[1], free[i]) then capacity = capacity + tonumber(free[i + 1]) end
+  end
+  if undelivered(KEYS[2]) < math.max(1, capacity) then
+    redis.call('XADD', KEYS[2], '*', 'job', ARGV[2])
+    return {0, '', '', live}
+  end
 end
 local turn = redis.call('INCR', KEYS[6])
 local entry = ARGV[4] .. '|' .. string.format('%016d', turn) .. '|' .. ARGV[3]
@@ -139,9 +146,11 @@ if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 0 then return 0 end
 return fair_position(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 """
 
-# KEYS: jobs, rotation, waiting jobs, job bodies, turn, waiting count, waiting since. ARGV: free slots of the caller.
-# Moves waiting jobs into the stream until it holds as many undelivered jobs as the caller can take.
+# KEYS: jobs, rotation, waiting jobs, job bodies, turn, waiting count, waiting since, free slots. ARGV: how
+# many jobs the caller is about to read, its worker id, its free slots. Records its free slots (for SUBMIT) and
+# moves waiting jobs into the stream until it holds as many undelivered jobs as the caller is about to read.
 DISPATCH = WRITES + UNDELIVERED + """
+redis.call('HSET', KEYS[8], ARGV[2], ARGV[3])
 local want = tonumber(ARGV[1]) - undelivered(KEYS[1])
 local moved = 0
 while moved < want do
@@ -185,17 +194,18 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return redis.call('ZCARD', KEYS[1])
 """
 
-# KEYS: workers zset, heartbeat times. ARGV: worker id, lease ms. Records a heartbeat valid for the lease (and
-# when it was sent, for status views), forgetting the heartbeat times of workers whose lease ran out.
+# KEYS: workers zset, heartbeat times, free slots. ARGV: worker id, lease ms. Records a heartbeat valid for the
+# lease (and when it was sent, for status views), forgetting the heartbeat times and free slots of workers
+# whose lease ran out.
 HEARTBEAT = WRITES + NOW + """
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 if #lapsed > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  redis.call('HDEL', KEYS[2], unpack(lapsed))
+  for i = 2, 3 do redis.call('HDEL', KEYS[i], unpack(lapsed)) end
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], now)
-for i = 1, 2 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]) * 10) end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2]) * 10) end
 return 1
 """
 

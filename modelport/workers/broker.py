@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from pydantic import ValidationError
@@ -38,6 +38,7 @@ class WorkerBroker:
         self._heartbeat = self._commands.register_script(scripts.HEARTBEAT)
         self._dispatch = self._commands.register_script(scripts.DISPATCH)
         self._background: set[asyncio.Task[None]] = set()
+        self._says_free = 0  # the free slots this worker last recorded
         self._reclaim_from = "0-0"  # XAUTOCLAIM looks at ten entries per job it may take: it resumes there
         self.on_cancel: Callable[[str], None] = lambda job_id: None
         self.on_announcement: Callable[[], None] = lambda: None
@@ -48,6 +49,7 @@ class WorkerBroker:
         """Leave the model's live workers, and its consumer group too when this worker holds no entry."""
         with contextlib.suppress(*QUEUE_ERRORS):
             await self._commands.zrem(keys.workers(self.model), self.worker_id)
+            await self._commands.hdel(keys.free_slots(self.model), self.worker_id)
             pending = await self._commands.xpending_range(self._jobs_key, keys.WORKER_GROUP, "-", "+", 1,
                                                           consumername=self.worker_id)
             if not pending:
@@ -56,18 +58,21 @@ class WorkerBroker:
             await client.aclose()
 
     async def heartbeat(self) -> None:
-        await self._heartbeat(keys=[keys.workers(self.model), keys.heartbeats(self.model)],
+        await self._heartbeat(keys=[keys.workers(self.model), keys.heartbeats(self.model), keys.free_slots(self.model)],
                               args=[self.worker_id, self.lease_ms])
 
     async def ensure_group(self) -> None:
         with contextlib.suppress(ResponseError):
             await self._commands.xgroup_create(self._jobs_key, keys.WORKER_GROUP, id="0", mkstream=True)
 
-    async def claim(self, count: int, block_ms: int = 250) -> list[ClaimedJob]:
-        """New jobs for this worker, waiting up to ``block_ms`` for one; first, jobs waiting in the fair
-        queue are moved into the stream for the slots this worker has free."""
-        await self._dispatch(keys=[self._jobs_key, *keys.fair_queue(self.model), keys.waiting_since(self.model)],
-                             args=[count])
+    async def claim(self, count: int, free: int | None = None, block_ms: int = 250) -> list[ClaimedJob]:
+        """Up to ``count`` new jobs for this worker, waiting up to ``block_ms`` for one; first, jobs waiting in
+        the fair queue are moved into the stream for them, and the ``free`` slots this worker has (``count``
+        unless said) are recorded: jobs submitted while it waits go straight to the stream."""
+        free = count if free is None else free
+        self._says_free = free
+        await self._dispatch(keys=[self._jobs_key, *keys.fair_queue(self.model), keys.waiting_since(self.model),
+                                   keys.free_slots(self.model)], args=[count, self.worker_id, free])
         try:
             reply: Any = await self._claimer.xreadgroup(keys.WORKER_GROUP, self.worker_id, {self._jobs_key: ">"},
                                                    count=count, block=block_ms)
@@ -77,8 +82,17 @@ class WorkerBroker:
             await self.ensure_group()
             return []
         entries = reply[0][1] if reply else []
-        return [claimed for claimed in (self._decode(entry_id, fields, 1) for entry_id, fields in entries)
-                if claimed is not None]
+        claimed = [claimed for claimed in (self._decode(entry_id, fields, 1) for entry_id, fields in entries)
+                   if claimed is not None]
+        self._ask_cancelled(claimed)
+        return claimed
+
+    async def claiming_none(self) -> None:
+        """This worker takes no jobs for now (its slots are full, or it cools down): submitted jobs stop
+        counting on it and wait in the fair queue."""
+        if self._says_free:
+            await self._commands.hset(keys.free_slots(self.model), self.worker_id, 0)
+            self._says_free = 0
 
     async def renew(self, entry_ids: list[str]) -> set[str]:
         """Extend the lease of the jobs this worker runs and still owns (idle time reset, attempt count kept);
@@ -119,6 +133,7 @@ class WorkerBroker:
             else:
                 log.info("re-running job %s (attempt %d)", claimed.job.id, attempt, extra={"job": claimed.job.id})
                 runnable.append(claimed)
+        self._ask_cancelled(runnable)
         return runnable
 
     async def release(self, claimed: ClaimedJob) -> None:
@@ -135,8 +150,34 @@ class WorkerBroker:
             if name != self.worker_id and not consumer["pending"] and consumer["idle"] > 10 * self.lease_ms:
                 await self._commands.xgroup_delconsumer(self._jobs_key, keys.WORKER_GROUP, name)
 
-    async def was_cancelled(self, job_id: str) -> bool:
-        return bool(await self._commands.exists(keys.cancelled(job_id)))
+    def _ask_cancelled(self, claimed: list[ClaimedJob]) -> None:
+        """Ask whether the client cancelled each job while it was queued, for the whole batch in one round
+        trip; each job's ``cancelled_early`` says it (or holds the queue's failure)."""
+        loop = asyncio.get_running_loop()
+        for job in claimed:
+            job.cancelled_early = loop.create_future()
+
+        async def ask() -> None:
+            answers: list[Any] | BaseException
+            try:
+                async with self._commands.pipeline(transaction=False) as pipe:
+                    for job in claimed:
+                        pipe.exists(keys.cancelled(job.job.id))
+                    answers = await pipe.execute()
+            except QUEUE_ERRORS as exc:
+                answers = exc
+            for i, job in enumerate(claimed):
+                future = job.cancelled_early
+                if future is None or future.done():
+                    continue
+                if isinstance(answers, BaseException):
+                    future.set_exception(answers)
+                    future.exception()  # a job that ended before asking does not leave it unretrieved
+                else:
+                    future.set_result(bool(answers[i]))
+
+        if claimed:
+            self._spawn(ask())
 
     def fail(self, claimed: ClaimedJob, error: ModelPortError) -> None:
         """End a job this worker took over with a verdict, which the gateway takes whichever run it follows."""
@@ -202,6 +243,9 @@ class WorkerBroker:
                 await self._commands.xack(self._jobs_key, keys.WORKER_GROUP, entry_id)
                 await self._commands.xdel(self._jobs_key, entry_id)
 
-        task = asyncio.get_running_loop().create_task(drop())
+        self._spawn(drop())
+
+    def _spawn(self, command: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(command)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -36,6 +36,12 @@ class ClaimedJob:
     published: int = 0  # sequence number of the last event handed to Redis
     unconfirmed: list[tuple[int, Event]] = field(default_factory=list)  # sent, but Redis did not confirm
     produced: int = 0  # deltas the backend produced in this run (about a token each)
+    cancelled_early: asyncio.Future[bool] | None = None  # whether the client cancelled it while it was queued
+
+    async def was_cancelled_early(self) -> bool:
+        """Whether the client cancelled the job while it was queued (asked when it was claimed; awaited with
+        its first token, not before it)."""
+        return self.cancelled_early is not None and await self.cancelled_early
 
     @property
     def has_published_text(self) -> bool:

@@ -100,18 +100,21 @@ class Worker:
 
     async def _claim_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            free = self.backend.concurrency - len(self._running)
+            if self._cooling() or free <= 0:
+                with contextlib.suppress(*QUEUE_ERRORS):
+                    await self.broker.claiming_none()
             if self._cooling():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._cool_until - time.monotonic())
                 continue
-            free = self.backend.concurrency - len(self._running)
             if free <= 0:
                 self._slot_freed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._slot_freed.wait(), timeout=0.5)
                 continue
             try:
-                claimed = await self.broker.claim(min(free, 64))
+                claimed = await self.broker.claim(min(free, 64), free)
             except QUEUE_ERRORS:
                 log.warning("queue unreachable; retrying")
                 await asyncio.sleep(0.5)
@@ -216,13 +219,9 @@ class Worker:
         except ModelPortError as exc:
             outbox.put(claimed, Failed(error=exc.body()))
             return
-        # Whether the client cancelled while the job was queued is asked alongside the first token,
-        # not before it: the answer is in by the time anything would be published.
-        cancelled_early = asyncio.ensure_future(self.broker.was_cancelled(job.id))
         started = time.monotonic()
         try:
-            done = await (self._embed(claimed, cancelled_early) if job.params.task == "embedding"
-                          else self._generate(claimed, cancelled_early))
+            done = await (self._embed(claimed) if job.params.task == "embedding" else self._generate(claimed))
             self._upstream_answered()
             outbox.put(claimed, done)
             self.metrics.finished("done", done.usage.completion_tokens if done.usage else claimed.produced)
@@ -240,15 +239,13 @@ class Worker:
             outbox.put(claimed, Failed(error=UpstreamError("The model backend failed unexpectedly.").body(),
                                        usage=Usage(completion_tokens=claimed.produced)))
             self.metrics.finished("failed", claimed.produced)
-        finally:
-            cancelled_early.cancel()
 
-    async def _generate(self, claimed: ClaimedJob, cancelled_early: asyncio.Future[bool]) -> Done:
+    async def _generate(self, claimed: ClaimedJob) -> Done:
         """Publish a chat's or a completion's deltas as the backend makes them; the job's last event."""
         usage: Usage | None = None
         with tracing.span("upstream", kind=SpanKind.CLIENT, attributes=self._upstream_attributes()) as span:
             async for item in self.backend.stream(claimed.job.params):
-                if claimed.produced == 0 and await cancelled_early:
+                if claimed.produced == 0 and await claimed.was_cancelled_early():
                     raise Cancelled("The client cancelled the request before it started.")
                 if isinstance(item, Usage):
                     usage = item
@@ -261,11 +258,11 @@ class Worker:
             tracing.annotate(span, **{"modelport.deltas": claimed.produced})
         return Done(usage=usage or Usage(completion_tokens=claimed.produced))
 
-    async def _embed(self, claimed: ClaimedJob, cancelled_early: asyncio.Future[bool]) -> Done:
+    async def _embed(self, claimed: ClaimedJob) -> Done:
         """An embedding job's one event: its vectors and usage."""
         with tracing.span("upstream", kind=SpanKind.CLIENT, attributes=self._upstream_attributes()):
             embedded = await self.backend.embed(claimed.job.params)
-        if await cancelled_early:
+        if await claimed.was_cancelled_early():
             raise Cancelled("The client cancelled the request before it started.")
         return Done(usage=embedded.usage, embeddings=embedded.vectors)
 

@@ -145,52 +145,73 @@ async def _events(body: aiohttp.StreamReader) -> AsyncIterator[list[Delta | Usag
         buffer = lines.pop()
         if len(buffer) > MAX_LINE:
             raise UpstreamError(f"The upstream model sent a line longer than {MAX_LINE} bytes.")
-        events: list[Delta | Usage] = []
+        events = _Read()
         for line in lines:
-            event = _parse_line(line)
-            last = events[-1] if events else None
-            if isinstance(event, Delta) and isinstance(last, Delta):
-                last.absorb(event)
-            elif event is not None:
-                events.append(event)
-        if events:
-            yield events
+            events.add(line)
+        if events.done():
+            yield events.events
     if buffer:
-        event = _parse_line(buffer)
-        if event is not None:
-            yield [event]
+        events = _Read()
+        events.add(buffer)
+        if events.done():
+            yield events.events
 
 
-def _parse_line(line: bytes) -> Delta | Usage | None:
-    if not line.startswith(b"data:"):
-        return None
-    payload = line[5:].strip()
-    if payload == b"[DONE]" or not payload:
-        return None
-    chunk = orjson.loads(payload)
-    if "error" in chunk:
-        log.warning("the upstream failed mid-stream: %.500s", chunk["error"])
-        raise UpstreamError("The upstream model failed mid-stream.")
-    choices = [_choice(choice) for choice in chunk.get("choices") or []]
-    if choices:
-        return Delta(choices=choices)
-    usage = chunk.get("usage")
-    if usage:
-        return Usage(prompt_tokens=usage.get("prompt_tokens") or 0,
-                     completion_tokens=usage.get("completion_tokens") or 0)
-    return None
+class _Read:
+    """The events of one network read: consecutive chunks' choices are merged as they are parsed (text pieces
+    joined once, one Delta made per run of chunks), not a Delta made and absorbed per chunk."""
 
+    def __init__(self) -> None:
+        self.events: list[Delta | Usage] = []
+        self._choices: dict[int, tuple[list[str], list[ToolCallFragment], list[str]]] = {}
+        self._pieces = 0
 
-def _choice(choice: dict[str, Any]) -> ChoiceDelta:
-    """A chat chunk's choice (its ``delta``), or a legacy completion chunk's (its ``text``)."""
-    delta = choice.get("delta") or {}
-    calls = delta.get("tool_calls")
-    return ChoiceDelta(
-        index=choice.get("index", 0),
-        content=choice["text"] if "text" in choice else delta.get("content"),
-        tool_calls=[ToolCallFragment.model_validate(call) for call in calls] if calls else None,
-        finish_reason=choice.get("finish_reason"),
-    )
+    def add(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return
+        payload = line[5:].strip()
+        if payload == b"[DONE]" or not payload:
+            return
+        chunk = orjson.loads(payload)
+        if "error" in chunk:
+            log.warning("the upstream failed mid-stream: %.500s", chunk["error"])
+            raise UpstreamError("The upstream model failed mid-stream.")
+        choices = chunk.get("choices")
+        if choices:
+            self._pieces += 1
+            for choice in choices:
+                self._add_choice(choice)
+            return
+        usage = chunk.get("usage")
+        if usage:
+            self.done()
+            self.events.append(Usage(prompt_tokens=usage.get("prompt_tokens") or 0,
+                                     completion_tokens=usage.get("completion_tokens") or 0))
+
+    def _add_choice(self, choice: dict[str, Any]) -> None:
+        """A chat chunk's choice (its ``delta``), or a legacy completion chunk's (its ``text``)."""
+        texts, calls, finish = self._choices.setdefault(choice.get("index", 0), ([], [], []))
+        delta = choice.get("delta") or {}
+        text = choice["text"] if "text" in choice else delta.get("content")
+        if text is not None:
+            texts.append(text)
+        calls.extend(ToolCallFragment.model_validate(call) for call in delta.get("tool_calls") or ())
+        if choice.get("finish_reason") is not None:
+            finish.append(choice["finish_reason"])
+
+    def done(self) -> bool:
+        """Close the run of chunks read so far into one Delta; whether the read has any event."""
+        if self._pieces:
+            merged = []
+            for index, (texts, calls, finish) in self._choices.items():
+                choice = ChoiceDelta(index=index, content="".join(texts) if texts else None,
+                                     finish_reason=finish[-1] if finish else None)
+                for fragment in calls:
+                    choice.absorb(ChoiceDelta(index=index, tool_calls=[fragment]))
+                merged.append(choice)
+            self.events.append(Delta(choices=merged, pieces=self._pieces))
+            self._choices, self._pieces = {}, 0
+        return bool(self.events)
 
 
 def _message(body: bytes) -> str:
