@@ -128,6 +128,20 @@ async def test_submit_loads_its_script_again_after_redis_forgot_it(
     assert await probe.zscore(keys.in_flight(7), handle.job.id) is not None
 
 
+async def test_a_claim_loads_its_script_again_after_redis_forgot_it(
+        gateway: GatewayBroker, worker: WorkerBroker, probe: Redis) -> None:
+    """The fair queue's move and the read go in one round trip: when Redis forgot the move's script, what the
+    read took is still handed over, and the next claim moves the waiting job."""
+    model = worker.model
+    await worker.ensure_group()
+    handles = [await gateway.jobs.submit(model, PARAMS, user="u", user_id=8, timeout_s=5, max_queue=10)
+               for _ in range(2)]
+    assert [handle.position for handle in handles] == [0, 1]
+    await probe.script_flush()
+    assert [claimed.job.id for claimed in await worker.claim(2, block_ms=10)] == [handles[0].job.id]
+    assert [claimed.job.id for claimed in await worker.claim(2, block_ms=10)] == [handles[1].job.id]
+
+
 async def test_worker_serves_the_queue_without_losing_or_reordering_deltas(
         gateway: GatewayBroker, redis_server: RedisServer, probe: Redis) -> None:
     model = model_name()

@@ -164,4 +164,5 @@ async def test_fast_answers_leave_no_in_flight_entry_or_timer(gateway: GatewayBr
         await asyncio.sleep(0.05)
     assert await probe.zcard(keys.in_flight(99)) == 0
     assert await probe.zcard(keys.user_jobs(model, 99)) == 0
+    assert await probe.zcard(keys.group_jobs(model, 0)) == 0  # jobs that end together are released together
     assert not gateway.jobs.timers and not gateway.jobs.handles

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from pydantic import ValidationError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS, RedisAddress, redis_client
@@ -68,19 +68,25 @@ class WorkerBroker:
     async def claim(self, count: int, free: int | None = None, block_ms: int = 250) -> list[ClaimedJob]:
         """Up to ``count`` new jobs for this worker, waiting up to ``block_ms`` for one; first, jobs waiting in
         the fair queue are moved into the stream for them, and the ``free`` slots this worker has (``count``
-        unless said) are recorded: jobs submitted while it waits go straight to the stream."""
+        unless said) are recorded: jobs submitted while it waits go straight to the stream. Both go in one
+        round trip on the claiming connection; an error of one does not hide what the other read."""
         free = count if free is None else free
         self._says_free = free
-        await self._dispatch(keys=[self._jobs_key, *keys.fair_queue(self.model), keys.waiting_since(self.model),
-                                   keys.free_slots(self.model)], args=[count, self.worker_id, free])
-        try:
-            reply: Any = await self._claimer.xreadgroup(keys.WORKER_GROUP, self.worker_id, {self._jobs_key: ">"},
-                                                   count=count, block=block_ms)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
+        dispatch_keys = [self._jobs_key, *keys.fair_queue(self.model), keys.waiting_since(self.model),
+                         keys.free_slots(self.model)]
+        async with self._claimer.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._dispatch.sha, len(dispatch_keys), *dispatch_keys, count, self.worker_id, free)
+            pipe.xreadgroup(keys.WORKER_GROUP, self.worker_id, {self._jobs_key: ">"}, count=count, block=block_ms)
+            dispatched, reply = await pipe.execute(raise_on_error=False)
+        if isinstance(dispatched, NoScriptError):
+            await self._claimer.script_load(scripts.DISPATCH)
+        elif isinstance(dispatched, Exception):
+            raise dispatched
+        if isinstance(reply, ResponseError) and "NOGROUP" in str(reply):
             await self.ensure_group()
             return []
+        if isinstance(reply, Exception):
+            raise reply
         entries = reply[0][1] if reply else []
         claimed = [claimed for claimed in (self._decode(entry_id, fields, 1) for entry_id, fields in entries)
                    if claimed is not None]
