@@ -69,6 +69,16 @@ async def test_full_queue_is_a_429(gateway: GatewayBroker, worker: WorkerBroker)
     assert rejected.value.retry_after == 1
 
 
+async def test_a_burst_of_submissions_gets_one_answer_each(gateway: GatewayBroker, worker: WorkerBroker) -> None:
+    """Jobs submitted in one turn of the event loop go to Redis in one round trip; each request still gets
+    its own outcome: the first three fill the queue, the other two are refused."""
+    model = worker.model
+    outcomes = await asyncio.gather(*(gateway.jobs.submit(model, PARAMS, user="u", user_id=13, timeout_s=5,
+                                                          max_queue=3) for _ in range(5)), return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [JobHandle] * 3 + [RateLimited] * 2
+    assert (await gateway.jobs.queue_stats([model]))[model][0] == 3
+
+
 async def test_waiting_jobs_know_their_place_in_the_fair_order(gateway: GatewayBroker, worker: WorkerBroker) -> None:
     model = worker.model
     a = [await gateway.jobs.submit(model, PARAMS, user="a", user_id=11, timeout_s=5, max_queue=100) for _ in range(4)]

@@ -182,8 +182,8 @@ class WorkerBroker:
                 else:
                     future.set_result(bool(answers[i]))
 
-        if claimed:
-            self._spawn(ask())
+        if claimed:  # asked once the jobs' own tasks have begun (their upstream requests go out first)
+            loop.call_soon(self._spawn, ask())
 
     def fail(self, claimed: ClaimedJob, error: ModelPortError) -> None:
         """End a job this worker took over with a verdict, which the gateway takes whichever run it follows."""
