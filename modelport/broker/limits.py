@@ -109,7 +109,10 @@ class RateLimiter:
     async def admit(self, subjects: list[LimitSubject], estimate: int, cost: float = 0.0,
                     now: datetime | None = None, zone: ZoneInfo = UTC_ZONE) -> Admission:
         """Count the request against each subject and reserve its tokens and ``cost`` (the most it may cost)
-        in the budget periods of ``now``; 429 when a limit or budget refuses it."""
+        in the budget periods of ``now``; 429 when a limit or budget refuses it. Without subjects there is
+        nothing to count or reserve."""
+        if not subjects:
+            return Admission(request_id="", estimate=estimate)
         now = now or datetime.now(UTC)
         admission = Admission(request_id=uuid.uuid4().hex, estimate=estimate, cost=micros(cost),
                               periods=periods(now, zone))

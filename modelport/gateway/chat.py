@@ -30,7 +30,7 @@ async def chat_completions(request: Request) -> ASGIApp:
     chat = parse_chat_request(await read_body(request, state.settings))
     entry = await permitted(request, principal, bot_name(chat.model) or chat.model, "chat", chat.model)
     chat = with_presets(chat, entry)
-    kuwa = request.url.path.startswith("/v1.0/")
+    kuwa = request.scope["path"].startswith("/v1.0/")
     stream = wants_stream(chat, request.headers.get("accept", ""), kuwa)
 
     def render(job_id: str, model: str, created: int) -> StreamRenderer | BodyBuilder:
@@ -70,7 +70,7 @@ async def permitted(request: Request, principal: Principal, model: str, kind: st
     state: GatewayState = request.state.gateway
     with tracing.span("permission"):
         entry = await state.auth.permitted_model(principal, model, kind)
-    if entry.preset is not None and not request.url.path.endswith("/chat/completions"):
+    if entry.preset is not None and not request.scope["path"].endswith("/chat/completions"):
         raise InvalidRequest(f"The model '{model}' is a preset: presets serve /v1/chat/completions only.",
                              code="preset_not_supported", param="model")
     request.state.access["model"] = entry.llm
