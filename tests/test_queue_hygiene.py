@@ -6,21 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from modelport.broker.gateway import GatewayBroker
+from modelport.broker.job_handle import JobHandle
 from modelport.protocol import keys
 from modelport.protocol.envelope import (
     ENVELOPE_VERSION,
     ChoiceDelta,
     Delta,
     Done,
+    Event,
     Failed,
     GenerationParams,
     Job,
+    decode_batch,
+    decode_event,
+    encode_batch,
     encode_event,
 )
 from modelport.workers.backends.fake import FakeBackend, FakeConfig
@@ -127,6 +133,75 @@ async def test_the_gateway_follows_one_run_and_drops_repeated_events(
         text += "".join(choice.content or "" for choice in received.choices)
     assert text == "once and done" and isinstance(received, Done)
     await worker.close()
+
+
+async def test_a_batch_of_events_is_fenced_and_de_duplicated_event_by_event(
+        gateway: GatewayBroker, redis_server: RedisServer, probe: Redis) -> None:
+    """A worker sends one entry per gateway and flush, holding the events of several jobs: each record is
+    fenced and de-duplicated as a single event would be, an unreadable record fails its own job only, and
+    an entry that is no batch at all is dropped without stopping the reader."""
+    model = model_name()
+    worker = WorkerBroker(redis_server.url, model, "w1")
+    await worker.heartbeat()
+    first, second, broken = [await gateway.jobs.submit(model, PARAMS, user="u", user_id=1, timeout_s=10,
+                                                       max_queue=10) for _ in range(3)]
+    assert first.job.batches, "this gateway reads batches"
+
+    def word(text: str) -> Delta:
+        return Delta(choices=[ChoiceDelta(content=text)])
+
+    await probe.xadd(gateway.inbox.key, {"v": ENVELOPE_VERSION, "b": b"not json"})
+    await probe.xadd(gateway.inbox.key, {"v": ENVELOPE_VERSION, "b": encode_batch([
+        (first.job.id, 2, 1, word("once ")), (second.job.id, 1, 1, word("other ")),
+        (first.job.id, 1, 1, word("stale ")), (first.job.id, 2, 1, word("once "))])})
+    await probe.xadd(gateway.inbox.key, {"v": ENVELOPE_VERSION, "b": encode_batch([
+        (first.job.id, 2, 2, word("and done")), (first.job.id, 2, 3, Done()), (second.job.id, 1, 2, Done())])
+        [:-1] + b',["' + broken.job.id.encode() + b'",1,1,{"t":"done","deployment":"' + b"x" * 65 + b'"}]]'})
+
+    async def read(handle: JobHandle) -> tuple[str, Event]:
+        text = ""
+        while isinstance(received := await asyncio.wait_for(handle.next(), timeout=5), Delta):
+            text += "".join(choice.content or "" for choice in received.choices)
+        return text, received
+
+    assert [(text, type(end)) for text, end in [await read(first), await read(second)]] == [
+        ("once and done", Done), ("other ", Done)]
+    _, end = await read(broken)
+    assert isinstance(end, Failed) and end.error.code == "bad_event"
+    await worker.close()
+
+
+async def test_a_worker_sends_each_gateway_the_entries_it_reads(redis_server: RedisServer, probe: Redis) -> None:
+    """A job from a gateway that reads batches gets its events in batch entries; one from a gateway of an
+    earlier build (its job does not say ``batches``) gets one entry per event, as that gateway reads them."""
+    model = model_name()
+    broker = WorkerBroker(redis_server.url, model, "w1")
+    await broker.heartbeat()
+    await broker.ensure_group()
+    inboxes = {batches: keys.inbox(f"test-{uuid.uuid4().hex[:8]}") for batches in (True, False)}
+    for batches, inbox in inboxes.items():
+        await probe.xadd(inbox, {"init": 1})
+        job = Job(id=f"chatcmpl-{batches}", model=model, params=PARAMS, reply_to=inbox, deadline_ms=2**50,
+                  batches=batches)
+        await probe.xadd(keys.jobs(model), {"job": job.model_dump_json()})
+    stop = asyncio.Event()
+    running = asyncio.create_task(Worker(broker, FakeBackend(FakeConfig(reply="a b c"))).run(stop))
+    for _ in range(100):
+        if await probe.xlen(keys.jobs(model)) == 0:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await running
+    ranges: Any = {batches: await probe.xrange(inbox) for batches, inbox in inboxes.items()}
+    entries = {batches: [fields for _, fields in ranges[batches] if b"init" not in fields] for batches in ranges}
+    # A flush may be sent twice (here: Redis had not yet loaded the outbox's scripts); the gateway drops repeats.
+    records = {record[2]: record for fields in entries[True] for record in decode_batch(fields[b"b"])}
+    assert sorted(records) == list(range(1, len(records) + 1))
+    assert records[len(records)][3] == {"t": "done", "usage": {"prompt_tokens": 1, "completion_tokens": 3},
+                                        "deployment": "default"}
+    singles = entries[False]
+    assert singles and all(b"b" not in fields and fields[b"j"] == b"chatcmpl-False" for fields in singles)
+    assert decode_event(singles[-1][b"e"]).t == "done"
 
 
 async def test_consumers_of_dead_workers_are_swept_once_idle_and_empty(redis_server: RedisServer, probe: Redis) -> None:

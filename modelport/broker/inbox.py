@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 from modelport.broker.job_handle import JobHandle
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.envelope import ENVELOPE_VERSION, decode_event
+from modelport.protocol.envelope import ENVELOPE_VERSION, EVENT_ADAPTER, Event, decode_batch, decode_event
 from modelport.protocol.errors import NoWorker, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -74,15 +75,33 @@ class Inbox:
             await self._commands.xtrim(self.key, minid=self._last_id, approximate=True)
 
     def _dispatch(self, fields: dict[bytes, bytes]) -> None:
-        handle = self._handle_of(fields.get(b"j", b"").decode())
+        """One inbox entry: a batch of events (see protocol.envelope) or a single one."""
+        same_version = int(fields.get(b"v", b"0")) == ENVELOPE_VERSION
+        batch = fields.get(b"b")
+        if batch is None:
+            self._deliver(fields.get(b"j", b"").decode(), int(fields.get(b"a", b"0")), int(fields.get(b"s", b"0")),
+                          same_version, lambda: decode_event(fields[b"e"]))
+            return
+        try:
+            records = decode_batch(batch)
+        except ValueError:  # nothing in it can be told apart: its jobs end at their deadlines
+            log.error("an event batch could not be read")
+            return
+        for job_id, attempt, sequence, event in records:
+            self._deliver(job_id, attempt, sequence, same_version, partial(EVENT_ADAPTER.validate_python, event))
+
+    def _deliver(self, job_id: str, attempt: int, sequence: int, same_version: bool,
+                 decode: Callable[[], Event]) -> None:
+        """Hand a job's event to its handle (fenced and de-duplicated), decoded only when it is taken."""
+        handle = self._handle_of(job_id)
         if handle is None:
             return
-        if int(fields.get(b"v", b"0")) != ENVELOPE_VERSION:
+        if not same_version:
             handle.fail(NoWorker("The worker speaks another envelope version.", code="version_mismatch").body())
             return
-        if handle.accepts(int(fields.get(b"a", b"0")), int(fields.get(b"s", b"0"))):
+        if handle.accepts(attempt, sequence):
             try:
-                event = decode_event(fields[b"e"])
+                event = decode()
             except ValidationError:  # that job fails; the reader goes on for every other one
                 log.error("an event of job %s could not be read", handle.job.id)
                 handle.fail(UpstreamError("The worker sent an event this gateway cannot read.",

@@ -74,7 +74,7 @@ class JobQueue:
         now = time.time()
         job = Job(id=job_id or f"chatcmpl-{uuid.uuid4().hex}", model=model, params=params, reply_to=self.inbox,
                   deadline_ms=int((now + timeout_s) * 1000), user=user, user_id=user_id, queued_ms=int(now * 1000),
-                  traceparent=traceparent)
+                  traceparent=traceparent, batches=True)
         handle = JobHandle(job, self._forget, group_id, wait_for_worker)
         self.handles[job.id] = handle
         user_places = max(1, math.ceil(max_queue * user_share))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, Field, TypeAdapter
 
 from modelport.protocol.errors import ErrorBody
@@ -94,6 +95,9 @@ class Job(BaseModel):
     queued_ms: int = 0  # when the gateway queued it (its clock)
     # the W3C trace context of the request's span when the request is traced (workers continue the trace)
     traceparent: str | None = Field(default=None, max_length=55)
+    # the gateway reads event batches (see encode_batch); a worker sends a gateway of an earlier build, which
+    # does not say so, one stream entry per event
+    batches: bool = False
 
 
 class ToolCallFragment(BaseModel):
@@ -187,3 +191,30 @@ def encode_event(event: Event) -> bytes:
 
 def decode_event(raw: bytes) -> Event:
     return EVENT_ADAPTER.validate_json(raw)
+
+
+# An inbox entry carries one event (fields v, j: job id, a: attempt, s: sequence, e: the event's JSON) or, to a
+# gateway whose jobs say ``batches``, every event one flush of a worker has for that gateway (fields v and b:
+# a JSON array of [job id, attempt, sequence, event] in the order they were produced): one entry per gateway
+# and flush instead of one per event.
+Published = tuple[str, int, int, Event]
+
+
+def encode_batch(events: list[Published]) -> bytes:
+    return orjson.dumps([[job_id, attempt, sequence, event.model_dump(mode="json", exclude_none=True)]
+                         for job_id, attempt, sequence, event in events])
+
+
+def decode_batch(raw: bytes) -> list[tuple[str, int, int, object]]:
+    """The batch's records, each event still to be validated (``EVENT_ADAPTER.validate_python``), so that an
+    unreadable event fails its own job only; ValueError when the batch itself is not one."""
+    records = orjson.loads(raw)
+    if not isinstance(records, list):
+        raise ValueError("an event batch is a JSON array")
+    decoded = []
+    for record in records:
+        if not (isinstance(record, list) and len(record) == 4 and isinstance(record[0], str)
+                and isinstance(record[1], int) and isinstance(record[2], int)):
+            raise ValueError("an event batch's record is [job id, attempt, sequence, event]")
+        decoded.append((record[0], record[1], record[2], record[3]))
+    return decoded

@@ -1,7 +1,8 @@
 """A worker's batched publisher: events of all its jobs go to Redis in one pipeline per flush.
 
 While one pipeline is in flight, new events wait; consecutive deltas of a job are merged, so a burst
-costs one XADD instead of many, and nothing is reordered or dropped. Every event carries the attempt
+costs one event instead of many, and nothing is reordered or dropped; the events for one gateway go in
+one inbox entry per flush (to a gateway of an earlier build, one entry each). Every event carries the attempt
 that produced it and its place in the job's sequence: a batch re-sent after a timeout (which Redis may
 have executed after all) is re-sent unchanged, and the gateway drops what it has already seen.
 """
@@ -19,7 +20,17 @@ from redis.typing import EncodableT, FieldT
 
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
-from modelport.protocol.envelope import ENVELOPE_VERSION, Delta, Done, Event, Failed, Job, encode_event
+from modelport.protocol.envelope import (
+    ENVELOPE_VERSION,
+    Delta,
+    Done,
+    Event,
+    Failed,
+    Job,
+    Published,
+    encode_batch,
+    encode_event,
+)
 from modelport.protocol.registrations import deployment_of
 
 log = logging.getLogger(__name__)
@@ -127,26 +138,38 @@ class Outbox:
         self._wake.set()
 
     async def _flush(self, batch: dict[str, ClaimedJob]) -> None:
+        """One pipeline: jobs whose first delta goes out are marked started, then the events are published
+        (to a gateway that reads batches, all of them in one entry; otherwise one entry each), then the jobs
+        whose last event went out are acknowledged."""
         jobs_key, started_key = keys.jobs(self._model), keys.started(self._model)
-        publishes: list[tuple[int, ClaimedJob]] = []
+        publishes: list[tuple[int, list[ClaimedJob]]] = []  # each XADD's place in the pipeline, and its jobs
+        batches: dict[str, tuple[list[ClaimedJob], list[Published]]] = {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry_id, claimed in batch.items():
+                job = claimed.job
+                if not claimed.marked_started and any(isinstance(event, Delta) for _, event in claimed.unconfirmed):
+                    pipe.evalsha(self._mark_started.sha, 2, jobs_key, started_key, entry_id, self._consumer, job.id)
+                if job.batches:
+                    claims, records = batches.setdefault(job.reply_to, ([], []))
+                    claims.append(claimed)
+                    records.extend((job.id, claimed.attempt, sequence, event)
+                                   for sequence, event in claimed.unconfirmed)
+                    continue
                 for sequence, event in claimed.unconfirmed:
-                    if isinstance(event, Delta) and not claimed.marked_started:
-                        pipe.evalsha(self._mark_started.sha, 2, jobs_key, started_key, entry_id, self._consumer,
-                                     claimed.job.id)
-                    fields: dict[FieldT, EncodableT] = {"v": ENVELOPE_VERSION, "j": claimed.job.id,
-                                                        "a": claimed.attempt, "s": sequence,
-                                                        "e": encode_event(event)}
-                    publishes.append((len(pipe), claimed))
-                    pipe.xadd(claimed.job.reply_to, fields, nomkstream=True)
-                    if not isinstance(event, Delta):
-                        pipe.evalsha(self._finish.sha, 2, jobs_key, started_key, entry_id, self._consumer,
-                                     claimed.job.id)
+                    fields: dict[FieldT, EncodableT] = {"v": ENVELOPE_VERSION, "j": job.id, "a": claimed.attempt,
+                                                        "s": sequence, "e": encode_event(event)}
+                    publishes.append((len(pipe), [claimed]))
+                    pipe.xadd(job.reply_to, fields, nomkstream=True)
+            for inbox, (claims, records) in batches.items():
+                publishes.append((len(pipe), claims))
+                pipe.xadd(inbox, {"v": ENVELOPE_VERSION, "b": encode_batch(records)}, nomkstream=True)
+            for entry_id, claimed in batch.items():
+                if any(not isinstance(event, Delta) for _, event in claimed.unconfirmed):
+                    pipe.evalsha(self._finish.sha, 2, jobs_key, started_key, entry_id, self._consumer, claimed.job.id)
             results = await pipe.execute()
         for claimed in batch.values():
             claimed.marked_started |= any(isinstance(event, Delta) for _, event in claimed.unconfirmed)
             claimed.unconfirmed = []
-        for position, claimed in publishes:
-            if results[position] is None:
-                self._on_gateway_gone(claimed.job.id)
+        gone = {claimed.job.id for position, claims in publishes if results[position] is None for claimed in claims}
+        for job_id in gone:
+            self._on_gateway_gone(job_id)
