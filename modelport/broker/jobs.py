@@ -12,9 +12,8 @@ from collections.abc import Awaitable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
+from modelport.broker.batches import Batcher, run_scripts
 from modelport.broker.job_handle import JobHandle
 from modelport.protocol import keys, scripts
 from modelport.protocol.connection import QUEUE_ERRORS
@@ -24,8 +23,6 @@ from modelport.protocol.registrations import deployment_of
 from modelport.protocol.scripts import Submitted
 
 log = logging.getLogger(__name__)
-# One call of a registered script: the script, its keys and arguments, and how many of them are keys.
-ScriptCall = tuple[AsyncScript, tuple[str | int, ...], int]
 
 
 
@@ -49,7 +46,7 @@ class JobQueue:
         self.handles: dict[str, JobHandle] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
         self._ended: list[JobHandle] = []  # ended jobs whose holds are released in the next batch
-        self._submitting: list[tuple[ScriptCall, ScriptCall, asyncio.Future[Any]]] = []  # the next batch's
+        self._batches = Batcher(commands)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -58,6 +55,7 @@ class JobQueue:
             timer.cancel()
         for task in self._tasks:
             task.cancel()
+        self._batches.close()
         for handle in list(self.handles.values()):
             await self.cancel(handle)
 
@@ -115,7 +113,7 @@ class JobQueue:
 
     async def _enqueue(self, handle: JobHandle, max_queue: int, priority: int, user_places: int,
                        group_places: int, wait_for_worker: bool) -> tuple[int, tuple[str, str] | None]:
-        """SUBMIT and the in-flight record, in the next batch (see ``_submit_batch``)."""
+        """SUBMIT and the in-flight record, sent with the other jobs submitted in the same turn of the loop."""
         job = handle.job
         script_keys = [keys.workers(job.model), keys.jobs(job.model), *keys.fair_queue(job.model),
                        keys.user_jobs(job.model, job.user_id), keys.group_jobs(job.model, handle.group_id),
@@ -123,55 +121,11 @@ class JobQueue:
         args: list[str | int] = [max_queue, job.model_dump_json(), job.id, job.user_id, priority, user_places,
                                  self._lease_ms, group_places, int(wait_for_worker)]
 
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._submitting.append(((self._submit, (*script_keys, *args), len(script_keys)),
-                                 (self._hold, (keys.in_flight(job.user_id), self._lease_ms, job.id), 1), answer))
-        if len(self._submitting) == 1:
-            self._background(self._submit_batch())
-        outcome, member, entry, *live = await answer
+        (outcome, member, entry, *live), _ = await self._batches.call(
+            (self._submit, (*script_keys, *args), len(script_keys)),
+            (self._hold, (keys.in_flight(job.user_id), self._lease_ms, job.id), 1))
         handle.awaits_first_worker = bool(live) and int(live[0]) == 0
         return int(outcome), (member.decode(), entry.decode()) if int(outcome) > 0 else None
-
-    async def _submit_batch(self) -> None:
-        """The jobs submitted in one turn of the event loop (a burst of requests: many) go to Redis together,
-        each SUBMIT with its in-flight HOLD, in one round trip; each request gets its own answer or error."""
-        batch, self._submitting = self._submitting, []
-        try:
-            replies = await self._run_scripts([call for submit, hold, _ in batch for call in (submit, hold)])
-        except Exception as exc:  # each request of the batch gets the failure as its own
-            replies = [exc] * (2 * len(batch))
-        except BaseException:  # the gateway stops
-            for _, _, answer in batch:
-                answer.cancel()
-            raise
-        for i, (_, _, answer) in enumerate(batch):
-            submitted, held = replies[2 * i:2 * i + 2]
-            failed = next((reply for reply in (submitted, held) if isinstance(reply, Exception)), None)
-            if answer.done():  # its request went away meanwhile
-                continue
-            if failed is not None:
-                answer.set_exception(failed)
-            else:
-                answer.set_result(submitted)
-
-    async def _run_scripts(self, calls: list[ScriptCall]) -> list[Any]:
-        """Run the scripts' calls in one pipeline, by SHA (redis-py would ask SCRIPT EXISTS before every
-        pipeline holding a registered script, a round trip more); the calls whose script Redis forgot (it
-        restarted) are loaded and run once more. Each call's reply, or its error, in order."""
-        async def run(chosen: list[ScriptCall]) -> list[Any]:
-            async with self._commands.pipeline(transaction=False) as pipe:
-                for script, arguments, key_count in chosen:
-                    pipe.evalsha(script.sha, key_count, *arguments)
-                return list(await pipe.execute(raise_on_error=False))
-
-        replies = await run(calls)
-        forgotten = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if forgotten:
-            for source in {calls[i][0].script for i in forgotten}:
-                await self._commands.script_load(source)
-            for i, reply in zip(forgotten, await run([calls[i] for i in forgotten]), strict=True):
-                replies[i] = reply
-        return replies
 
     async def abort(self, user_id: int, job_ids: list[str] | None = None) -> int:
         """Cancel the unfinished jobs of a user (those of ``job_ids`` only, when given, with their fallbacks'
@@ -217,8 +171,8 @@ class JobQueue:
         trip: a CANCEL script each, since on a Redis Cluster a pipeline may not publish."""
         if not job_ids:
             return
-        replies = await self._run_scripts([(self._cancel, (keys.cancelled(job_id), keys.CANCEL_CHANNEL, job_id), 1)
-                                           for job_id in job_ids])
+        replies = await run_scripts(self._commands, [
+            (self._cancel, (keys.cancelled(job_id), keys.CANCEL_CHANNEL, job_id), 1) for job_id in job_ids])
         failed = next((reply for reply in replies if isinstance(reply, Exception)), None)
         if failed is not None:
             raise failed
