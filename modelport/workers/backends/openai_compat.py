@@ -145,21 +145,23 @@ async def _events(body: aiohttp.StreamReader) -> AsyncIterator[list[Delta | Usag
         buffer = lines.pop()
         if len(buffer) > MAX_LINE:
             raise UpstreamError(f"The upstream model sent a line longer than {MAX_LINE} bytes.")
-        events = _Read()
-        for line in lines:
-            events.add(line)
-        if events.done():
-            yield events.events
-    if buffer:
-        events = _Read()
-        events.add(buffer)
-        if events.done():
-            yield events.events
+        if events := _Read.of(lines):
+            yield events
+    if buffer and (events := _Read.of([buffer])):
+        yield events
 
 
 class _Read:
     """The events of one network read: consecutive chunks' choices are merged as they are parsed (text pieces
     joined once, one Delta made per run of chunks), not a Delta made and absorbed per chunk."""
+
+    @classmethod
+    def of(cls, lines: list[bytes]) -> list[Delta | Usage]:
+        read = cls()
+        for line in lines:
+            read.add(line)
+        read.done()
+        return read.events
 
     def __init__(self) -> None:
         self.events: list[Delta | Usage] = []
@@ -199,8 +201,8 @@ class _Read:
         if choice.get("finish_reason") is not None:
             finish.append(choice["finish_reason"])
 
-    def done(self) -> bool:
-        """Close the run of chunks read so far into one Delta; whether the read has any event."""
+    def done(self) -> None:
+        """Close the run of chunks read so far into one Delta."""
         if self._pieces:
             merged = []
             for index, (texts, calls, finish) in self._choices.items():
@@ -211,7 +213,6 @@ class _Read:
                 merged.append(choice)
             self.events.append(Delta(choices=merged, pieces=self._pieces))
             self._choices, self._pieces = {}, 0
-        return bool(self.events)
 
 
 def _message(body: bytes) -> str:
