@@ -100,7 +100,7 @@ class RedisServer:
                       "--tls-auth-clients", "no"]
         self.process = subprocess.Popen(
             [self.binary, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--maxclients", "20000", "--aclfile", str(self.acl_path)],
+             "--dir", str(self.directory), "--maxclients", "20000", "--aclfile", str(self.acl_path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)

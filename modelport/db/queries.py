@@ -44,10 +44,26 @@ class TokenOwner:
     usable: bool
     revoked: bool
     expires_at: datetime | None
-    models: frozenset[str]
+    groups: frozenset[int]  # what they grant is read once per set of groups (Grants), not per token
+    own_presets: tuple[tuple[str, str], ...]  # the owner's private presets, each with its LLM
     limits: tuple[LimitSubject, ...]
     priority: int
     group_id: int  # the group that gives the priority (highest priority, then lowest id); 0 for none
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What a set of groups lets its members use: the enabled LLMs granted to any of them, and every name their
+    members may send (those LLMs, their aliases and the aliases granted by name, the public presets and the
+    groups' own of those LLMs) but for the presets a member keeps private."""
+
+    llms: frozenset[str]
+    names: frozenset[str]
+
+    def with_own(self, own_presets: Sequence[tuple[str, str]]) -> frozenset[str]:
+        """The names a member may send who also owns ``own_presets`` (preset, LLM): those of granted LLMs."""
+        own = {preset for preset, llm in own_presets if llm in self.llms}
+        return self.names | own if own else self.names
 
 
 @dataclass(frozen=True)
@@ -84,44 +100,59 @@ async def token_owner(session: AsyncSession, secret_hash: str) -> TokenOwner | N
         return None
     token, user = row
     assert token.id is not None and user.id is not None
-    models = await permitted_models(session, user.id)
-    limits = await applicable_limits(session, token.id, user.id)
-    top = (await session.exec(
-        select(Group.priority, Group.id).join(Membership, col(Membership.group_id) == col(Group.id))
-        .where(Membership.user_id == user.id).order_by(col(Group.priority).desc(), col(Group.id)).limit(1))).first()
-    priority, group_id = top if top is not None else (0, 0)
+    memberships = (await session.exec(
+        select(Membership.group_id, Group.priority).join(Membership, col(Membership.group_id) == col(Group.id))
+        .where(Membership.user_id == user.id).order_by(col(Group.priority).desc(), col(Group.id)))).all()
+    group_id, priority = memberships[0] if memberships else (0, 0)
     return TokenOwner(
         token_id=token.id, secret_hash=token.secret_hash, user_id=user.id, user_name=user.name,
         usable=user.active and user.deleted_at is None, revoked=token.revoked_at is not None,
-        expires_at=as_utc(token.expires_at) if token.expires_at else None, models=models, limits=limits,
-        priority=priority or 0, group_id=group_id or 0,
+        expires_at=as_utc(token.expires_at) if token.expires_at else None,
+        groups=frozenset(group for group, _ in memberships), own_presets=await own_presets(session, user.id),
+        limits=await applicable_limits(session, token.id, user.id), priority=priority or 0, group_id=group_id or 0,
     )
 
 
 async def permitted_models(session: AsyncSession, user_id: int) -> frozenset[str]:
-    """The enabled LLMs the user's groups were granted; the aliases of those and those granted by name; the
-    presets of those LLMs the user may see (public ones, their groups' and their own)."""
-    groups = select(Membership.group_id).where(Membership.user_id == user_id)
-    llms = await granted_llms(session, user_id)
+    """Every name the user may send: what their groups grant, and their private presets of granted LLMs."""
+    groups = frozenset((await session.exec(select(Membership.group_id).where(Membership.user_id == user_id))).all())
+    return (await group_grants(session, groups)).with_own(await own_presets(session, user_id))
+
+
+async def group_grants(session: AsyncSession, groups: frozenset[int]) -> Grants:
+    ids = sorted(groups)
+    llms = frozenset(await _granted_llms(session, ids))
     aliases = (await session.exec(
         select(ModelAlias.name, LLM.name, col(ModelAlias.id).in_(
-            select(AliasGrant.alias_id).where(col(AliasGrant.group_id).in_(groups))))
+            select(AliasGrant.alias_id).where(col(AliasGrant.group_id).in_(ids))))
         .join(LLM, col(LLM.id) == col(ModelAlias.llm_id)).where(col(LLM.enabled).is_(True))
     )).all()
     presets = (await session.exec(
         select(Preset.name, LLM.name).join(LLM, col(LLM.id) == col(Preset.llm_id))
         .where(col(Preset.enabled).is_(True), col(LLM.enabled).is_(True), or_(
             col(Preset.visibility) == PresetVisibility.PUBLIC,
-            and_(col(Preset.visibility) == PresetVisibility.GROUP, col(Preset.group_id).in_(groups)),
-            and_(col(Preset.visibility) == PresetVisibility.PRIVATE, col(Preset.owner_id) == user_id)))
+            and_(col(Preset.visibility) == PresetVisibility.GROUP, col(Preset.group_id).in_(ids))))
     )).all()
-    return frozenset(llms | {alias for alias, llm, granted in aliases if granted or llm in llms}
-                     | {preset for preset, llm in presets if llm in llms})
+    return Grants(llms, frozenset(llms | {alias for alias, llm, granted in aliases if granted or llm in llms}
+                                  | {preset for preset, llm in presets if llm in llms}))
+
+
+async def own_presets(session: AsyncSession, user_id: int) -> tuple[tuple[str, str], ...]:
+    """The user's enabled private presets of enabled LLMs, each with its LLM."""
+    return tuple((await session.exec(
+        select(Preset.name, LLM.name).join(LLM, col(LLM.id) == col(Preset.llm_id))
+        .where(col(Preset.enabled).is_(True), col(LLM.enabled).is_(True),
+               col(Preset.visibility) == PresetVisibility.PRIVATE, col(Preset.owner_id) == user_id)
+    )).all())
 
 
 async def granted_llms(session: AsyncSession, user_id: int) -> set[str]:
     """The enabled LLMs the user's groups were granted."""
-    groups = select(Membership.group_id).where(Membership.user_id == user_id)
+    return await _granted_llms(session, select(Membership.group_id).where(Membership.user_id == user_id))
+
+
+async def _granted_llms(session: AsyncSession, groups: Any) -> set[str]:
+    """The enabled LLMs granted to ``groups`` (ids, or a query of them)."""
     return set((await session.exec(
         select(LLM.name).distinct().join(Grant, col(Grant.llm_id) == col(LLM.id))
         .where(col(Grant.group_id).in_(groups), col(LLM.enabled).is_(True))

@@ -1,7 +1,9 @@
 """Bearer-token authentication and model permissions from an in-process cache.
 
-The database is read only on a miss (one query per token, shared by concurrent requests); every entry
-is dropped when any gateway-relevant row changes (a Redis pub/sub message) and after a short TTL.
+The database is read only on a miss (one load per token, shared by concurrent requests); what a set of
+groups grants is read once for all the tokens of their members, so a new token costs the same however many
+models its groups were granted. Every entry is dropped when any gateway-relevant row changes (a Redis
+pub/sub message) and after a short TTL.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from modelport.broker.limits import LimitSubject
 from modelport.db import queries
 from modelport.db.engine import serving_session
-from modelport.db.queries import ModelEntry, TokenOwner
+from modelport.db.queries import Grants, ModelEntry, TokenOwner
 from modelport.db.secrets import hash_token
 from modelport.protocol.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 
 MAX_ENTRIES = 50_000
-CATALOG = "catalog"  # the catalog's key among loads under way (the others are token hashes: hex)
+CATALOG = "catalog"  # the catalog's key among loads under way (the others: token hashes in hex, "groups:…")
 T = TypeVar("T")
+Owner = tuple[TokenOwner, frozenset[str]]  # a token's owner and every model name they may send
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,16 @@ class Authenticator:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl_s: float) -> None:
         self._sessions = sessions
         self._ttl_s = ttl_s
-        self._owners: dict[str, tuple[float, TokenOwner | None]] = {}
-        self._loading: dict[str, asyncio.Future[Any]] = {}  # loads under way, by token hash or CATALOG
+        self._owners: dict[str, tuple[float, Owner | None]] = {}
+        self._grants: dict[frozenset[int], tuple[float, Grants]] = {}
+        self._loading: dict[str, asyncio.Future[Any]] = {}  # loads under way: token hashes, group sets, CATALOG
         self._catalog: tuple[float, dict[str, ModelEntry]] | None = None
         self._generation = 0
 
     def invalidate(self) -> None:
         """Forget what was loaded; loads under way are not joined any more (they may predate the change)."""
         self._owners.clear()
+        self._grants.clear()
         self._catalog = None
         self._loading.clear()
         self._generation += 1
@@ -59,16 +64,17 @@ class Authenticator:
     async def principal(self, authorization: str | None) -> Principal:
         secret = _bearer(authorization)
         secret_hash = hash_token(secret)
-        owner = await self._owner(secret_hash)
-        if owner is None or not hmac.compare_digest(owner.secret_hash, secret_hash):
+        found = await self._owner(secret_hash)
+        if found is None or not hmac.compare_digest(found[0].secret_hash, secret_hash):
             raise AuthenticationFailed("Incorrect API key provided.")
+        owner, models = found
         if owner.revoked:
             raise AuthenticationFailed("This API key has been revoked.", code="token_revoked")
         if owner.expires_at is not None and owner.expires_at <= datetime.now(UTC):
             raise AuthenticationFailed("This API key has expired.", code="token_expired")
         if not owner.usable:
             raise AuthenticationFailed("The account owning this API key is disabled.", code="account_disabled")
-        return Principal(owner.token_id, owner.user_id, owner.user_name, owner.models, owner.limits, owner.priority,
+        return Principal(owner.token_id, owner.user_id, owner.user_name, models, owner.limits, owner.priority,
                          owner.group_id)
 
     async def catalog(self) -> dict[str, ModelEntry]:
@@ -79,7 +85,7 @@ class Authenticator:
         def keep(models: dict[str, ModelEntry]) -> None:
             self._catalog = (time.monotonic() + self._ttl_s, models)
 
-        return await self._load_once(CATALOG, queries.enabled_models, keep)
+        return await self._load_once(CATALOG, lambda: self._read(queries.enabled_models), keep)
 
     async def permitted_model(self, principal: Principal, model: str, kind: str = "chat") -> ModelEntry:
         """The entry of a model the principal may use, of the ``kind`` the endpoint serves (chat or embedding);
@@ -96,19 +102,45 @@ class Authenticator:
                                  f"it with {serves}).", code="wrong_model_kind", param="model")
         return entry
 
-    async def _owner(self, secret_hash: str) -> TokenOwner | None:
+    async def _owner(self, secret_hash: str) -> Owner | None:
         cached = self._owners.get(secret_hash)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
 
-        def keep(owner: TokenOwner | None) -> None:
+        async def load() -> Owner | None:
+            owner = await self._read(lambda session: queries.token_owner(session, secret_hash))
+            if owner is None:
+                return None
+            return owner, (await self._granted(owner.groups)).with_own(owner.own_presets)
+
+        def keep(owner: Owner | None) -> None:
             if len(self._owners) >= MAX_ENTRIES:
                 self._owners.clear()
             self._owners[secret_hash] = (time.monotonic() + self._ttl_s, owner)
 
-        return await self._load_once(secret_hash, lambda session: queries.token_owner(session, secret_hash), keep)
+        return await self._load_once(secret_hash, load, keep)
 
-    async def _load_once(self, key: str, load: Callable[[AsyncSession], Awaitable[T]], keep: Callable[[T], None]) -> T:
+    async def _granted(self, groups: frozenset[int]) -> Grants:
+        """What ``groups`` grant, read once for all their members' tokens."""
+        cached = self._grants.get(groups)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+
+        def keep(grants: Grants) -> None:
+            if len(self._grants) >= MAX_ENTRIES:
+                self._grants.clear()
+            self._grants[groups] = (time.monotonic() + self._ttl_s, grants)
+
+        key = "groups:" + ",".join(map(str, sorted(groups)))
+        load = lambda: self._read(lambda session: queries.group_grants(session, groups))  # noqa: E731
+        return await self._load_once(key, load, keep)
+
+    async def _read(self, query: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """One query's answer, from a session held only while it runs (so no load holds two connections)."""
+        async with serving_session(self._sessions) as session:
+            return await query(session)
+
+    async def _load_once(self, key: str, load: Callable[[], Awaitable[T]], keep: Callable[[T], None]) -> T:
         """``load`` from the database once for all the callers that want ``key`` meanwhile (a burst of requests
         after the cache expired or was invalidated makes one query, not one each); the result is kept (``keep``)
         unless a change was announced while it loaded."""
@@ -119,8 +151,7 @@ class Authenticator:
         self._loading[key] = future
         generation = self._generation
         try:
-            async with serving_session(self._sessions) as session:
-                value = await load(session)
+            value = await load()
             future.set_result(value)
         except BaseException as exc:
             future.set_exception(exc)
