@@ -8,8 +8,8 @@ reads its spend). For both it prints, with the big one's ratio to the small one'
 
 1. CPU of gateway + worker + Redis per streamed request of 64 chunks at concurrency 50;
 2. time to first token p50 at concurrency 1;
-3. the first request of each of 50 new tokens (the gateway has not seen them: authentication and
-   permissions are read from the database), time to first token p50;
+3. the first request of each of 50 new users' tokens (members of the benchmark's group the gateway has not
+   seen: authentication and permissions are read from the database), time to first token p50;
 4. the gateway's resident memory after the load.
 
 Run with ``python -m bench.scale`` (``--usage-rows``, ``--users`` and ``--models`` change the big one).
@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import col
 
 from bench.overhead import UPSTREAM_FAST, concurrent, cpu_seconds, pct, stream_once
+from modelport.db.secrets import new_token
 from modelport.db.tables import LLM, ApiToken, Grant, Group, Membership, UsageRecord, User
 from tests.servers import Process, RedisServer, free_port, wait_for_port
 from tests.system import System
@@ -67,7 +68,8 @@ def install(name: str, root: Path, upstream: str, big: argparse.Namespace | None
     system.cli("user", "add", "bench")
     system.cli("user", "join", "bench", "bench")
     system.cli("limit", "set", "group", "bench", "--budget-month", "1000000")
-    tokens = [system.cli("token", "create", "bench").strip().splitlines()[-1] for _ in range(NEW_TOKENS + 1)]
+    token = system.cli("token", "create", "bench").strip().splitlines()[-1]
+    new_tokens = newcomers(f"sqlite:///{database}", NEW_TOKENS)
     if big is not None:
         started = time.monotonic()
         seed(f"sqlite:///{database}", big.models, big.users, big.usage_rows)
@@ -77,7 +79,25 @@ def install(name: str, root: Path, upstream: str, big: argparse.Namespace | None
     [worker] = system.workers("fast")
     assert redis_server.process is not None
     processes = [gateway_process, psutil.Process(worker.handle.pid), psutil.Process(redis_server.process.pid)]
-    return Installation(name, system, redis_server, gateway, tokens[0], tokens[1:], processes, gateway_process)
+    return Installation(name, system, redis_server, gateway, token, new_tokens, processes, gateway_process)
+
+
+def newcomers(database_url: str, count: int) -> list[str]:
+    """``count`` new users of the benchmark's group, each with a token: their secrets."""
+    engine = create_engine(database_url)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    tokens = [new_token() for _ in range(count)]
+    with engine.begin() as db:
+        bench_group = int(db.execute(select(col(Group.id)).where(col(Group.name) == "bench")).scalar_one() or 0)
+        user_ids = _rows(db, User, [{"name": f"newcomer-{i:02d}", "display_name": "", "source": "local",
+                                     "is_admin": False, "active": True, "session_version": 0, "created_at": now}
+                                    for i in range(count)])
+        db.execute(insert(Membership), [{"user_id": user_id, "group_id": bench_group} for user_id in user_ids])
+        db.execute(insert(ApiToken), [{"user_id": user_id, "name": "", "prefix": token.prefix,
+                                       "secret_hash": token.secret_hash, "created_at": now}
+                                      for user_id, token in zip(user_ids, tokens, strict=True)])
+    engine.dispose()
+    return [token.secret for token in tokens]
 
 
 def seed(database_url: str, models: int, users: int, usage_rows: int) -> None:
