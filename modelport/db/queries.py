@@ -120,6 +120,7 @@ async def permitted_models(session: AsyncSession, user_id: int) -> frozenset[str
 
 
 async def group_grants(session: AsyncSession, groups: frozenset[int]) -> Grants:
+    """What the groups with these ids grant their members (see Grants)."""
     ids = sorted(groups)
     llms = frozenset(await _granted_llms(session, ids))
     aliases = (await session.exec(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -29,6 +30,7 @@ from modelport.protocol.errors import AuthenticationFailed, InvalidRequest, NotF
 MAX_ENTRIES = 50_000
 CATALOG = "catalog"  # the catalog's key among loads under way (the others: token hashes in hex, "groups:…")
 T = TypeVar("T")
+K = TypeVar("K")
 Owner = tuple[TokenOwner, frozenset[str]]  # a token's owner and every model name they may send
 
 
@@ -103,37 +105,33 @@ class Authenticator:
         return entry
 
     async def _owner(self, secret_hash: str) -> Owner | None:
-        cached = self._owners.get(secret_hash)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-
         async def load() -> Owner | None:
-            owner = await self._read(lambda session: queries.token_owner(session, secret_hash))
+            owner = await self._read(partial(queries.token_owner, secret_hash=secret_hash))
             if owner is None:
                 return None
             return owner, (await self._granted(owner.groups)).with_own(owner.own_presets)
 
-        def keep(owner: Owner | None) -> None:
-            if len(self._owners) >= MAX_ENTRIES:
-                self._owners.clear()
-            self._owners[secret_hash] = (time.monotonic() + self._ttl_s, owner)
-
-        return await self._load_once(secret_hash, load, keep)
+        return await self._cached(self._owners, secret_hash, secret_hash, load)
 
     async def _granted(self, groups: frozenset[int]) -> Grants:
         """What ``groups`` grant, read once for all their members' tokens."""
-        cached = self._grants.get(groups)
+        return await self._cached(self._grants, groups, "groups:" + ",".join(map(str, sorted(groups))),
+                                  lambda: self._read(partial(queries.group_grants, groups=groups)))
+
+    async def _cached(self, store: dict[K, tuple[float, T]], key: K, loading_key: str,
+                      load: Callable[[], Awaitable[T]]) -> T:
+        """``store``'s fresh entry for ``key``, or ``load``'s answer kept there for the TTL (the store is
+        emptied when full)."""
+        cached = store.get(key)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
 
-        def keep(grants: Grants) -> None:
-            if len(self._grants) >= MAX_ENTRIES:
-                self._grants.clear()
-            self._grants[groups] = (time.monotonic() + self._ttl_s, grants)
+        def keep(value: T) -> None:
+            if len(store) >= MAX_ENTRIES:
+                store.clear()
+            store[key] = (time.monotonic() + self._ttl_s, value)
 
-        key = "groups:" + ",".join(map(str, sorted(groups)))
-        load = lambda: self._read(lambda session: queries.group_grants(session, groups))  # noqa: E731
-        return await self._load_once(key, load, keep)
+        return await self._load_once(loading_key, load, keep)
 
     async def _read(self, query: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """One query's answer, from a session held only while it runs (so no load holds two connections)."""
