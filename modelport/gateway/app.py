@@ -34,6 +34,7 @@ from modelport.gateway.settings import GatewaySettings
 from modelport.gateway.state import GatewayState
 from modelport.gateway.trace_requests import TraceRequests
 from modelport.gateway.usage import Outcome, UsageWriter
+from modelport.heap import freeze_startup_objects
 from modelport.logs import configure_logging
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.errors import ModelPortError
@@ -64,6 +65,7 @@ def create_app(settings: GatewaySettings) -> Starlette:
         await broker.start()
         tasks = [asyncio.create_task(usage.run()),
                  asyncio.create_task(_follow_invalidations(broker, auth, sessions, metrics))]
+        freeze_startup_objects()
         try:
             yield {"gateway": GatewayState(settings, broker, auth, usage, sessions, metrics)}
         finally:

@@ -13,6 +13,7 @@ import socket
 import uuid
 
 from modelport import tracing
+from modelport.heap import freeze_startup_objects
 from modelport.protocol.connection import QUEUE_ERRORS
 from modelport.protocol.registrations import (
     DEFAULT_DEPLOYMENT,
@@ -63,6 +64,7 @@ async def _serve_llm(settings: WorkerSettings, llm_name: str, deployment: str) -
     announced = asyncio.Event()
     broker.on_announcement = announced.set
     following = asyncio.create_task(follow_registration(worker, deployment, serving, announced, policy))
+    freeze_startup_objects()
     try:
         await worker.run(stop)
     finally:
